@@ -1,0 +1,10 @@
+"""``talkplay`` command line. One module per command group; each registers on ``app``."""
+
+from talkplay.cli.app import app
+
+# Command modules register their commands on import (one line each).
+from talkplay.cli import data  # noqa: F401,E402
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,175 @@
+"""Typed configs for every stage, and the three profiles: tiny (tests), small (laptop default), paper.
+
+Each stage takes one dataclass; its attribute docstrings are the documentation. A resolved
+config is saved as JSON beside every artifact (``asdict``) and can be read back with
+``from_dict``. YAML files under ``configs/`` are only saved argument sets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class EmbedConfig:
+    """Item embeddings, one encoder per modality."""
+
+    encoders: dict[str, str] = field(default_factory=lambda: {
+        "playlist": "item2vec", "semantic": "minilm", "metadata": "minilm",
+        "lyrics": "minilm", "audio": "musicnn"})
+    """Encoder name per modality (see ``talkplay.embed.ENCODERS``); any sentence-transformers or
+    Hugging Face model name/path is accepted for the text modalities."""
+    item2vec_dim: int = 128
+    """Dimension of item2vec vectors (paper: 128)."""
+    item2vec_window: int = 20
+    """Skip-gram context window over a playlist."""
+    item2vec_epochs: int = 20
+    item2vec_min_count: int = 1
+    batch_size: int = 64
+    """Texts or audio clips per encoder batch."""
+    pseudo_tags: bool = True
+    """Give tracks with audio but no tags the audio tagger's top tags (marked as pseudo)."""
+    pseudo_tag_count: int = 5
+    device: str = "auto"
+    """"auto" picks CUDA when available, else CPU."""
+    seed: int = 0
+
+
+@dataclass
+class TokenizerConfig:
+    """K-means codebooks per modality."""
+
+    k: int = 1024
+    """Clusters per modality (paper: 1024), capped for small catalogs: see ``k_cap``."""
+    k_per_modality: dict[str, int] = field(default_factory=dict)
+    """Overrides of ``k`` for single modalities."""
+    min_items_per_cluster: int = 4
+    """Cap rule: K_m = min(k, n_items_with_modality_m // min_items_per_cluster), at least 2."""
+    niter: int = 25
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """The base LLM."""
+
+    base: str = "smollm2"
+    """"smollm2" (packaged SmolLM2-135M-Instruct), "tiny" (small Llama from config, for tests),
+    or any Hugging Face causal-LM name or local path (e.g. meta-llama/Llama-3.2-1B-Instruct)."""
+    tiny_layers: int = 2
+    tiny_hidden: int = 64
+    dtype: str = "auto"
+    """"auto": bf16 on GPUs that support it, fp32 on CPU."""
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 20
+    schedule: str = "cosine"
+    """"cosine", "linear" or "constant" after warmup."""
+    batch_size: int = 4
+    """Sequences per micro-batch per process."""
+    grad_accum: int = 1
+    max_steps: int = 1000
+    max_minutes: float | None = None
+    """Stop (and save) after this wall-clock budget."""
+    context_length: int = 512
+    """Tokens per sequence (paper: 1024)."""
+    self_sim_lambda: float = 0.1
+    """Weight of the self-similarity loss (paper: 0.1; 0 for the ablation)."""
+    playlist_share: float = 0.5
+    """Playlist-continuation sequences per conversation sequence."""
+    clip_grad: float = 1.0
+    eval_every: int = 50
+    eval_batches: int = 8
+    save_every: int = 50
+    seed: int = 0
+
+
+@dataclass
+class GenerateConfig:
+    """Decoding; every sampling parameter is explicit (instruct models ship overriding defaults)."""
+
+    mode: str = "beam"
+    """"paper" (sample tokens, exact/partial match) or "beam" (catalog-constrained beam search)."""
+    temperature: float = 1.0
+    top_p: float = 0.9
+    top_k: int = 0
+    """0 disables top-k."""
+    repetition_penalty: float = 1.0
+    greedy: bool = False
+    num_beams: int = 20
+    max_reply_tokens: int = 48
+    exclude_seen: bool = True
+    """Drop tracks already recommended or liked earlier in the conversation."""
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    systems: list[str] = field(default_factory=lambda: ["talkplay", "bm25", "dense", "clap",
+                                                         "popularity"])
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 100])
+    limit: int | None = None
+    """Evaluate at most this many test conversations."""
+    protocol: str = "auto"
+    """"paper", "cpcd" or "auto" (cpcd for CPCD imports)."""
+
+
+@dataclass
+class Profile:
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+
+
+def profile(name: str) -> Profile:
+    """The named profile: "tiny" (tests, seconds), "small" (CPU default), "paper" (GPUs)."""
+    if name == "tiny":
+        return Profile(
+            embed=EmbedConfig(item2vec_dim=16, item2vec_epochs=5),
+            tokenizer=TokenizerConfig(k=16, niter=10),
+            model=ModelConfig(base="tiny"),
+            train=TrainConfig(lr=3e-3, warmup_steps=2, batch_size=4, max_steps=20,
+                              context_length=256, eval_every=10, eval_batches=2, save_every=10),
+            generate=GenerateConfig(num_beams=8, max_reply_tokens=8),
+        )
+    if name == "small":
+        return Profile()
+    if name == "paper":
+        return Profile(
+            tokenizer=TokenizerConfig(k=1024),
+            model=ModelConfig(base="meta-llama/Llama-3.2-1B-Instruct"),
+            train=TrainConfig(lr=1e-4, batch_size=6, grad_accum=1, context_length=1024,
+                              max_steps=20_000, eval_every=500, save_every=500),
+        )
+    raise ValueError(f"unknown profile {name!r}; expected tiny, small or paper")
+
+
+def asdict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type[T], data: dict) -> T:
+    """Rebuild a (nested) config dataclass from ``asdict`` output; unknown keys are an error."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field(s) {sorted(unknown)}")
+    kwargs = {}
+    for k, v in data.items():
+        ftype = names[k].type
+        sub = globals().get(ftype) if isinstance(ftype, str) else None
+        kwargs[k] = from_dict(sub, v) if dataclasses.is_dataclass(sub) and isinstance(v, dict) else v
+    return cls(**kwargs)

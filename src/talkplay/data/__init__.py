@@ -1,0 +1,1 @@
+"""Datasets: schema, on-disk format, importers, the embedded music world and conversations."""

@@ -1,0 +1,1 @@
+"""Item embeddings, one encoder per modality."""

@@ -1,0 +1,1 @@
+"""The LLM side: base model loading, vocabulary expansion, rendering, checkpoints."""

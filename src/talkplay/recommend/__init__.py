@@ -1,0 +1,1 @@
+"""Recommending: constrained generation of music tokens, lookup, and the Recommender protocol."""

@@ -1,0 +1,1 @@
+"""The music tokenizer: K-means codebooks per modality, the music-token grammar, reverse lookup."""
