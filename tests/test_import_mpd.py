@@ -1,0 +1,174 @@
+"""MPD slice import: catalog, popularity, chronological split, errors, CLI, corrupted input."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+from corruption import check_contract, corrupt_doc, corrupt_text, dump
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from talkplay.cli import app
+from talkplay.data.dataset import read_dataset
+from talkplay.data.errors import DataError
+from talkplay.data.mpd import find_slices, import_mpd
+
+DAY = 86400
+T0 = 1_500_000_000 - 1_500_000_000 % DAY  # midnight, so each playlist below sits on its own day
+
+
+def track(uri: str, pos: int) -> dict:
+    """One playlist entry in the real MPD format."""
+    return {"pos": pos, "artist_name": f"Artist {uri}", "track_uri": f"spotify:track:{uri}",
+            "artist_uri": f"spotify:artist:{uri}", "track_name": f"Song {uri}",
+            "album_uri": f"spotify:album:{uri}", "duration_ms": 1000 * len(uri) + 200_000,
+            "album_name": f"Album {uri}"}
+
+
+def playlist(pid: int, uris: list[str], day: int) -> dict:
+    """One MPD playlist (all fields of the real format) modified on day ``day`` after T0."""
+    tracks = [track(u, i) for i, u in enumerate(uris)]
+    return {"name": f"mix {pid}", "collaborative": "false", "pid": pid,
+            "modified_at": T0 + day * DAY + 3600, "num_tracks": len(tracks),
+            "num_albums": len(set(uris)), "num_followers": 1, "tracks": tracks,
+            "num_edits": 2, "duration_ms": sum(t["duration_ms"] for t in tracks),
+            "num_artists": len(set(uris))}
+
+
+def slice_doc(playlists: list[dict], start: int = 0) -> dict:
+    return {"info": {"generated_on": "2017-12-03 08:41:42.057563", "slice": f"{start}-{start + 999}",
+                     "version": "v1"}, "playlists": playlists}
+
+
+def write_slice(folder: Path, playlists: list[dict], start: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return dump(folder / f"mpd.slice.{start}-{start + 999}.json", slice_doc(playlists, start))
+
+
+def ten_playlists() -> list[dict]:
+    """Playlist i is modified on day i; track 'a' is in every playlist (twice in pid 0)."""
+    return [playlist(i, ["a", f"t{i}", f"t{i + 1}"] + (["a"] if i == 0 else []), day=i)
+            for i in range(10)]
+
+
+def test_import_catalog_popularity_and_chronological_split(tmp_path):
+    pls = ten_playlists()
+    write_slice(tmp_path / "mpd", pls[:5], start=0)
+    write_slice(tmp_path / "mpd", pls[5:], start=1000)
+    res = import_mpd([tmp_path / "mpd"], tmp_path / "ds", test_size=2, valid_size=2, seed=3)
+    ds = read_dataset(tmp_path / "ds")
+    tracks = ds.track_index()
+    assert len(ds.tracks) == 12 == len(res.dataset.tracks)  # a, t0..t10
+    a = tracks["spotify:track:a"]
+    assert (a.title, a.artists, a.album, a.duration_ms) == ("Song a", ["Artist a"], "Album a", 201000)
+    assert a.popularity == 10  # in every playlist; twice in pid 0 counts once
+    assert tracks["spotify:track:t5"].popularity == 2
+    split = {p.id: p.split for p in ds.playlists}
+    assert [split[str(i)] for i in range(10)] == ["train"] * 6 + ["valid"] * 2 + ["test"] * 2
+    assert ds.playlists[0].track_ids[-1] == "spotify:track:a"  # duplicates and order kept
+    # Test = pids 8, 9 (t8..t10); t8 is also in valid pid 7, so only t9 and t10 are cold.
+    assert sorted(t.id for t in ds.tracks if t.cold) == ["spotify:track:t10", "spotify:track:t9"]
+    assert ds.manifest["importer"] == "mpd" and "chronological" in ds.manifest["split_rule"]
+
+
+def test_split_is_seeded_and_samples_latest_day(tmp_path):
+    # Six playlists share the latest day: test picks 2 of them, by seed.
+    pls = [playlist(i, [f"x{i}", "y"], day=0 if i < 4 else 5) for i in range(10)]
+    f = write_slice(tmp_path / "in", pls)
+    runs = [import_mpd([f], tmp_path / f"ds{k}", test_size=2, valid_size=0, seed=s)
+            for k, s in enumerate([1, 1, 2, 3, 4])]
+    tests = [sorted(p.id for p in r.dataset.playlists if p.split == "test") for r in runs]
+    assert tests[0] == tests[1]  # same seed, same split
+    assert all(len(t) == 2 and all(int(pid) >= 4 for pid in t) for t in tests)
+    assert len(set(map(tuple, tests))) > 1  # the seed matters
+
+
+def test_find_slices_orders_by_pid_and_rejects_missing(tmp_path):
+    for start in (2000, 0, 1000):
+        write_slice(tmp_path, [playlist(start, ["a"], 0)], start)
+    assert [p.name for p in find_slices([tmp_path])] == [
+        "mpd.slice.0-999.json", "mpd.slice.1000-1999.json", "mpd.slice.2000-2999.json"]
+    with pytest.raises(DataError, match="no such file"):
+        find_slices([tmp_path / "nope.json"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no mpd.slice"):
+        find_slices([tmp_path / "empty"])
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda d: d["playlists"][1].update(tracks=[]), "playlists[1].tracks"),
+    (lambda d: d["playlists"][2]["tracks"][1].pop("track_uri"), "playlists[2].tracks[1].track_uri"),
+    (lambda d: d["playlists"][0].update(modified_at="yesterday"), "playlists[0].modified_at"),
+    (lambda d: d["playlists"][3].update(pid=1), "playlists[3].pid"),
+    (lambda d: d["playlists"][4]["tracks"][0].update(duration_ms=[1]), "playlists[4].tracks[0].duration_ms"),
+    (lambda d: d.pop("playlists"), "playlists"),
+])
+def test_bad_record_names_file_and_field_and_writes_nothing(tmp_path, mutate, field):
+    doc = slice_doc(ten_playlists())
+    mutate(doc)
+    f = dump(tmp_path / "mpd.slice.0-999.json", doc)
+    with pytest.raises(DataError) as err:
+        import_mpd([f], tmp_path / "ds", test_size=1, valid_size=0)
+    assert str(f) in str(err.value) and err.value.field == field, str(err.value)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_skip_invalid_drops_bad_playlists_and_files(tmp_path):
+    doc = slice_doc(ten_playlists())
+    doc["playlists"][1]["tracks"] = []
+    doc["playlists"][2]["tracks"][0]["track_name"] = 7
+    good = dump(tmp_path / "mpd.slice.0-999.json", doc)
+    broken = tmp_path / "mpd.slice.1000-1999.json"
+    broken.write_text(json.dumps(slice_doc([playlist(1000, ["z"], 3)]))[:-40])
+    res = import_mpd([good, broken], tmp_path / "ds", test_size=1, valid_size=1, skip_invalid=True)
+    assert len(res.dataset.playlists) == 8 and res.dropped.total == 3
+    reasons = " ".join(res.dropped.counts)
+    assert "has no tracks" in reasons and "expected string, got integer" in reasons
+    assert "file: invalid JSON" in reasons
+    assert len(read_dataset(tmp_path / "ds").playlists) == 8
+
+
+def test_too_many_held_out_is_an_error(tmp_path):
+    f = write_slice(tmp_path / "in", ten_playlists())
+    with pytest.raises(DataError, match="cannot give 9 test"):
+        import_mpd([f], tmp_path / "ds", test_size=9, valid_size=1)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_cli_prints_counts_and_fails_cleanly(tmp_path):
+    f = write_slice(tmp_path / "in", ten_playlists())
+    runner = CliRunner()
+    ok = runner.invoke(app, ["data", "import", "mpd", str(f), "--out", str(tmp_path / "ds"),
+                             "--test-size", "2", "--valid-size", "1"])
+    assert ok.exit_code == 0, ok.output
+    assert "playlist_entries" in ok.output and "wrote" in ok.output and " s" in ok.output
+    f.write_text(f.read_text()[:100])
+    bad = runner.invoke(app, ["data", "import", "mpd", str(f), "--out", str(tmp_path / "ds2")])
+    assert bad.exit_code == 2 and "error:" in bad.output and "invalid JSON" in bad.output
+    assert "Traceback" not in bad.output and not (tmp_path / "ds2").exists()
+
+
+SMALL = slice_doc([playlist(i, [f"s{i}", f"s{i + 1}"], day=i) for i in range(4)])
+
+
+@settings(max_examples=70, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), skip_invalid=st.booleans(), as_text=st.booleans())
+def test_corrupted_slices_error_cleanly_or_import(data, skip_invalid, as_text):
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "out").mkdir()
+        f = tmp / "mpd.slice.0-999.json"
+        if as_text:
+            how, text = data.draw(corrupt_text(json.dumps(SMALL, indent=1)))
+            f.write_text(text)
+        else:
+            how, doc = data.draw(corrupt_doc(SMALL))
+            dump(f, doc)
+        out = tmp / "out" / "ds"
+        run = lambda: import_mpd([f], out, test_size=1, valid_size=0,  # noqa: E731
+                                 skip_invalid=skip_invalid)
+        event(check_contract(run, out, [f], skip_invalid=skip_invalid, how=how))
