@@ -1,0 +1,90 @@
+"""Ranking metrics against hand-computed answers (CPCD eval.py semantics)."""
+
+from __future__ import annotations
+
+import pytest
+
+from talkplay.evaluate.metrics import (
+    ScoredTarget,
+    by_turn_average,
+    collapse_to_clusters,
+    first_hit_rank,
+    hit_at_k,
+    macro_average,
+    micro_average,
+    reciprocal_rank,
+    summarize,
+    target_metrics,
+)
+from talkplay.evaluate.run import clean_ranking
+
+
+def test_reciprocal_rank_and_hit():
+    preds = ["a", "b", "c", "d"]
+    assert reciprocal_rank(predictions=preds, gold=["c"]) == pytest.approx(1 / 3)
+    assert reciprocal_rank(predictions=preds, gold=["c"], k=2) == 0.0
+    assert reciprocal_rank(predictions=preds, gold=["z"]) == 0.0
+    # The first relevant item counts, whichever gold item it is.
+    assert reciprocal_rank(predictions=preds, gold=["d", "b"]) == pytest.approx(1 / 2)
+    assert hit_at_k(predictions=preds, gold=["c"], k=3) == 1.0
+    assert hit_at_k(predictions=preds, gold=["c"], k=2) == 0.0
+    assert reciprocal_rank(predictions=[], gold=["a"]) == 0.0
+
+
+def test_clusters_count_once_in_predictions_and_gold():
+    cluster_of = {"a1": "A", "a2": "A", "a3": "A"}
+    preds = ["a1", "a2", "a3", "b", "c"]
+    # Collapsed predictions are [A, b, c]: c is at rank 3, not 5.
+    assert collapse_to_clusters(preds, cluster_of) == ["A", "b", "c"]
+    assert first_hit_rank(predictions=preds, gold=["c"], cluster_of=cluster_of) == 3
+    assert reciprocal_rank(predictions=preds, gold=["c"], cluster_of=cluster_of) == pytest.approx(1 / 3)
+    assert hit_at_k(predictions=preds, gold=["c"], k=3, cluster_of=cluster_of) == 1.0
+    assert hit_at_k(predictions=preds, gold=["c"], k=3) == 0.0
+    # Another recording of a gold song is a hit.
+    assert reciprocal_rank(predictions=["b", "a2"], gold=["a1"], cluster_of=cluster_of) == 0.5
+    assert reciprocal_rank(predictions=["b", "a2"], gold=["a1"]) == 0.0
+
+
+def test_target_metrics_hand_computed():
+    m = target_metrics(predictions=[str(i) for i in range(100)], gold=["7", "50"], ks=(1, 5, 10, 100))
+    assert m == {"mrr": pytest.approx(1 / 8), "hit@1": 0.0, "hit@5": 0.0, "hit@10": 1.0,
+                 "hit@100": 1.0}
+    # MRR is cut at max(ks): a hit at rank 11 with ks up to 10 is worth nothing.
+    m = target_metrics(predictions=[str(i) for i in range(20)], gold=["10"], ks=(1, 10))
+    assert m == {"mrr": 0.0, "hit@1": 0.0, "hit@10": 0.0}
+
+
+def test_seed_removal_then_cluster_dedup():
+    # Seeds are dropped from predictions, cluster-wise, before ranks are counted.
+    cluster_of = {"s": "S", "s2": "S", "x1": "X", "x2": "X"}
+    ranking = clean_ranking(["s2", "x1", "x2", "g", "s", "h"], exclude={"s"}, cluster_of=cluster_of, k=10)
+    assert ranking == ["x1", "g", "h"]
+    assert reciprocal_rank(predictions=ranking, gold=["g"], cluster_of=cluster_of) == 0.5
+    assert clean_ranking(["a", "b", "c"], exclude=set(), cluster_of={}, k=2) == ["a", "b"]
+
+
+def _targets():
+    # Conversation x: RR 1, 0, 0 at turns 0, 1, 2; conversation y: RR 0.5 at turn 0 (cold).
+    return [ScoredTarget("x", 0, {"mrr": 1.0, "hit@1": 1.0}),
+            ScoredTarget("x", 1, {"mrr": 0.0, "hit@1": 0.0}),
+            ScoredTarget("x", 2, {"mrr": 0.0, "hit@1": 0.0}),
+            ScoredTarget("y", 0, {"mrr": 0.5, "hit@1": 0.0}, cold=True)]
+
+
+def test_micro_macro_by_turn():
+    t = _targets()
+    assert micro_average(targets=t) == {"mrr": pytest.approx(1.5 / 4), "hit@1": pytest.approx(0.25)}
+    assert macro_average(targets=t)["mrr"] == pytest.approx((1 / 3 + 0.5) / 2)
+    assert macro_average(targets=t)["hit@1"] == pytest.approx((1 / 3 + 0) / 2)
+    turns = by_turn_average(targets=t)
+    assert list(turns) == [0, 1, 2]
+    assert turns[0] == {"mrr": pytest.approx(0.75), "hit@1": pytest.approx(0.5), "count": 2.0}
+    assert turns[2]["mrr"] == 0.0
+    assert micro_average(targets=[]) == {}
+
+
+def test_summarize_warm_cold():
+    s = summarize(targets=_targets())
+    assert s.warm["mrr"] == pytest.approx(1 / 3)
+    assert s.cold["mrr"] == pytest.approx(0.5)
+    assert s.counts == {"targets": 4, "conversations": 2, "warm_targets": 3, "cold_targets": 1}
