@@ -1,0 +1,160 @@
+"""``talkplay data conversations | export-json | import-json``: conversation synthesis and exchange."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from talkplay.cli.app import console, data_app, fail
+from talkplay.data.conversations import llm as llm_gen
+from talkplay.data.conversations.common import (
+    add_conversations,
+    conversation_stats,
+    playlists_to_use,
+    save_with_generator,
+)
+from talkplay.data.conversations.paper_json import export_jsonl, import_jsonl
+from talkplay.data.conversations.simulator import SimulatorConfig, simulate
+from talkplay.data.dataset import read_dataset
+from talkplay.data.errors import DataError
+from talkplay.data.schema import SPLITS
+
+
+def _splits(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    out = [s.strip() for s in value.split(",") if s.strip()]
+    bad = [s for s in out if s not in SPLITS]
+    if bad:
+        fail(f"unknown split(s) {', '.join(bad)}; choose from {', '.join(SPLITS)}")
+    return out
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=True)
+
+
+def _print_stats(stats: dict, seconds: float, title: str) -> None:
+    table = Table(title=title)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for k, v in stats.items():
+        table.add_row(k, str(v))
+    console.print(table)
+    if seconds > 0 and stats["conversations"]:
+        console.print(f"{stats['conversations'] / seconds:.1f} conversations/s ({seconds:.1f} s)")
+
+
+@data_app.command("conversations")
+def conversations(
+    data: Annotated[Path, typer.Option("--data", help="Dataset directory (rewritten atomically).")],
+    generator: Annotated[str, typer.Option(help="simulator (offline) or llm.")] = "simulator",
+    seed: Annotated[int, typer.Option(help="Random seed (negative sets, phrasing, rejections).")] = 0,
+    max_turns: Annotated[int, typer.Option(help="Most music turns per conversation.")] = 8,
+    per_playlist: Annotated[int, typer.Option(help="Conversations per playlist.")] = 1,
+    reject_rate: Annotated[float, typer.Option(help="Share of turns that are rejections.")] = 0.15,
+    negatives: Annotated[int, typer.Option(help="Negative-set size per conversation.")] = 8,
+    splits: Annotated[str | None, typer.Option(help="Only playlists of these splits, e.g. 'train,valid'.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many playlists.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="LLM: OpenAI-style base URL (…/v1); env TALKPLAY_LLM_BASE_URL.")] = None,
+    model: Annotated[str | None, typer.Option(help="LLM: model name; env TALKPLAY_LLM_MODEL.")] = None,
+    api_key: Annotated[str | None, typer.Option(help="LLM: API key; env TALKPLAY_LLM_API_KEY.")] = None,
+    concurrency: Annotated[int, typer.Option(help="LLM: requests in flight.")] = 4,
+    max_attempts: Annotated[int, typer.Option(help="LLM: attempts per conversation.")] = 4,
+    timeout: Annotated[float, typer.Option(help="LLM: seconds per request.")] = 120.0,
+    backoff: Annotated[float, typer.Option(help="LLM: first retry delay in seconds (doubles per attempt).")] = 1.0,
+    temperature: Annotated[float, typer.Option(help="LLM: sampling temperature.")] = 0.8,
+    work: Annotated[Path | None, typer.Option(help="LLM: progress directory (default DATA/conversations-llm).")] = None,
+    restart: Annotated[bool, typer.Option(help="LLM: discard earlier progress.")] = False,
+    finalize: Annotated[bool, typer.Option(help="LLM: write the conversations finished so far "
+                                              "into the dataset without generating more.")] = False,
+) -> None:
+    """Add synthetic conversations made from the dataset's playlists (each keeps its playlist's split)."""
+    try:
+        ds = read_dataset(data)
+        playlists = playlists_to_use(ds, _splits(splits), limit)
+        t0 = time.perf_counter()
+        if generator == "simulator":
+            cfg = SimulatorConfig(seed=seed, max_turns=max_turns, per_playlist=per_playlist,
+                                  reject_rate=reject_rate, negatives=negatives)
+            with _progress() as bar:
+                task = bar.add_task("simulating", total=len(playlists))
+                convs = simulate(ds.tracks, playlists, cfg, progress=lambda n: bar.advance(task, n))
+            record = {"generator": "simulator", "config": dataclasses.asdict(cfg)}
+        elif generator == "llm":
+            work = work or data / "conversations-llm"
+            cfg = llm_gen.LLMConfig(
+                base_url=base_url, model=model, api_key=api_key, seed=seed, max_turns=max_turns,
+                per_playlist=per_playlist, reject_rate=reject_rate, negatives=negatives,
+                concurrency=concurrency, max_attempts=max_attempts, timeout_s=timeout, backoff_s=backoff,
+                temperature=temperature)
+            if finalize:
+                convs = llm_gen.finished(work)
+            else:
+                with _progress() as bar:
+                    task = bar.add_task("generating", total=len(playlists) * per_playlist)
+                    result = llm_gen.generate(ds.tracks, playlists, cfg, work, restart=restart,
+                                              on_done=lambda n: bar.advance(task, n))
+                convs = result.conversations
+                console.print(f"{result.new} new, {len(convs) - result.new} from earlier runs, "
+                              f"{result.invalid_outputs} invalid outputs (see {work}/rejected.jsonl)")
+                if not result.complete:
+                    why = "stopped early" if result.aborted else f"{len(result.failed)} failed"
+                    fail(f"run incomplete ({why}); the dataset was not rewritten. Rerun to resume, "
+                         "or pass --finalize to keep what is finished.", code=3)
+            record = {"generator": "llm", "config": cfg.record(), "work": str(work)}
+        else:
+            fail(f"unknown generator {generator!r}; choose simulator or llm")
+        seconds = time.perf_counter() - t0
+        replaced = add_conversations(ds, convs)
+        record["added"] = len(convs)
+        save_with_generator(data, ds, record)
+    except DataError as e:
+        fail(str(e))
+    _print_stats(conversation_stats(convs), seconds, f"{generator} conversations")
+    if replaced:
+        console.print(f"replaced {replaced} existing conversations with the same ids")
+
+
+@data_app.command("export-json")
+def export_json(
+    data: Annotated[Path, typer.Option("--data", help="Dataset directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Output JSONL file.")],
+    splits: Annotated[str | None, typer.Option(help="Only these splits, e.g. 'test'.")] = None,
+) -> None:
+    """Write conversations as talkplay-db-style JSONL records {pid, cid, conversations}."""
+    try:
+        n = export_jsonl(read_dataset(data), out, _splits(splits))
+    except DataError as e:
+        fail(str(e))
+    console.print(f"wrote {n} conversations to {out}")
+
+
+@data_app.command("import-json")
+def import_json(
+    data: Annotated[Path, typer.Option("--data", help="Dataset directory (rewritten atomically).")],
+    file: Annotated[Path, typer.Option("--file", help="talkplay-db-style JSONL file.")],
+    split: Annotated[str | None, typer.Option(help="Split for records whose playlist is not in the dataset.")] = None,
+    skip_invalid: Annotated[bool, typer.Option(help="Drop bad records instead of failing.")] = False,
+) -> None:
+    """Add talkplay-db-style conversations to a dataset; every music id must be in its catalog."""
+    try:
+        ds = read_dataset(data)
+        convs, col = import_jsonl(ds, file, default_split=split, skip_invalid=skip_invalid)
+        replaced = add_conversations(ds, convs)
+        save_with_generator(data, ds, {"generator": "import-json", "file": str(file),
+                                       "added": len(convs), "dropped": col.dropped.total})
+    except DataError as e:
+        fail(str(e))
+    _print_stats(conversation_stats(convs), 0, f"imported from {file}")
+    if replaced:
+        console.print(f"replaced {replaced} existing conversations with the same ids")
+    for reason, count in col.dropped.counts.most_common():
+        console.print(f"[yellow]dropped {count}[/]: {reason}")

@@ -1,0 +1,236 @@
+"""The LLM generator against a real OpenAI-style HTTP server on 127.0.0.1 (started here)."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from test_simulator import toy_dataset
+from typer.testing import CliRunner
+
+from talkplay.cli import app
+from talkplay.data.conversations.llm import LLMConfig, generate
+from talkplay.data.conversations.prompt import InvalidOutput, build_messages, parse_conversation
+from talkplay.data.dataset import read_dataset, write_dataset
+from talkplay.data.errors import DataError
+
+ID = re.compile(r"^- id: (\S+)$", re.M)
+
+
+def answer(prompt: str) -> list[dict]:
+    """A valid conversation for the prompt: every playlist track, one rejection if asked."""
+    pl_part, _, neg_part = prompt.partition("NEGATIVE SET:")
+    pl, negs = ID.findall(pl_part.split("PLAYLIST:")[1]), ID.findall(neg_part)
+    msgs = []
+    for i, tid in enumerate(pl):
+        if i == 1 and negs:
+            msgs += [{"role": "user", "content": "something calmer"},
+                     {"role": "music", "content": negs[0]},
+                     {"role": "assistant", "content": "try this"}]
+        msgs += [{"role": "user", "content": f"more please {i}"}, {"role": "music", "content": tid},
+                 {"role": "assistant", "content": f"pick {i}"}]
+    return msgs
+
+
+class FakeLLM:
+    """A chat-completions server; ``script(n, prompt)`` decides each answer (n counts requests)."""
+
+    def __init__(self, script=None, die_after: int | None = None):
+        self.script = script or (lambda n, prompt: ("ok", None))
+        self.die_after = die_after
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with outer.lock:
+                    n = len(outer.requests)
+                    outer.requests.append({"path": self.path, "body": body,
+                                           "auth": self.headers.get("Authorization")})
+                if outer.die_after is not None and n >= outer.die_after:
+                    # Crash: no answer, and the listening socket goes away.
+                    threading.Thread(target=outer.stop, daemon=True).start()
+                    self.close_connection = True
+                    return
+                kind, extra = outer.script(n, body["messages"][-1]["content"])
+                outer.reply(self, kind, body["messages"][-1]["content"], extra)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def reply(self, h: BaseHTTPRequestHandler, kind: str, prompt: str, extra) -> None:
+        conv = answer(prompt)
+        content = {
+            "ok": lambda: json.dumps(conv),
+            "fenced": lambda: "Here it is:\n```json\n" + json.dumps(conv, indent=1) + "\n```\nEnjoy!",
+            "malformed": lambda: "Sure! The conversation is: user asks, assistant answers.",
+            "truncated": lambda: json.dumps(conv)[: len(json.dumps(conv)) // 2],
+            "invalid_id": lambda: json.dumps(conv + [{"role": "music", "content": "no-such-id"}]),
+            "bad_role": lambda: json.dumps([{"role": "system", "content": "hi"}] + conv),
+        }.get(kind)
+        if content is None:  # an HTTP status code
+            status, payload = int(kind), json.dumps({"error": "boom"}).encode()
+        else:
+            status = 200
+            payload = json.dumps({"choices": [{"message": {"role": "assistant",
+                                                           "content": content()}}]}).encode()
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(payload)))
+        h.end_headers()
+        h.wfile.write(payload)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    ds = toy_dataset()
+    write_dataset(tmp_path / "d", ds, source="toy", split_rule="by hand")
+    return ds, tmp_path / "d"
+
+
+def fast(server: FakeLLM, **kw) -> LLMConfig:
+    return LLMConfig(base_url=server.base_url, model="fake", backoff_s=0.01, backoff_max_s=0.02,
+                     concurrency=3, timeout_s=5, **kw)
+
+
+def test_prompt_has_playlist_and_negative_set():
+    ds = toy_dataset()
+    pl = [ds.track_index()[t] for t in ds.playlists[0].track_ids]
+    msgs = build_messages(pl, ds.tracks[2:4], rejections=1, max_turns=9)
+    text = msgs[-1]["content"]
+    for needle in ("PLAYLIST:", "NEGATIVE SET:", "lyrics excerpt:", "pseudo caption:", "tempo:",
+                   "key:", "tags:", f"- id: {pl[0].id}", "1 rejection"):
+        assert needle in text
+
+
+@pytest.mark.parametrize("text,reason", [
+    ('[{"role": "assistant", "content": "hi"}]', "does not start with a user"),
+    ('[{"role": "user", "content": "x"}, {"role": "music", "content": "zz"}]', "unknown music id"),
+    ('[{"role": "user", "content": "x"}, {"role": "dj", "content": "a"}]', "invalid role"),
+    ('[{"role": "user", "content": "x"}, {"role": "music", "content": "a"}, '
+     '{"role": "music", "content": "b"}]', "more than one track"),
+    ('[{"role": "user", "content": "x"}, {"role": "music", "content": "n"}]', "no track from the playlist"),
+    ('[{"role": "user", "content": "x"}, {"role": "music"', "not valid JSON"),
+    ("no json here", "no JSON list"),
+])
+def test_parse_rejects_invalid(text, reason):
+    with pytest.raises(InvalidOutput, match=reason):
+        parse_conversation(text, {"a", "b"}, {"n"})
+
+
+def test_parse_marks_rejections():
+    text = ("```json\n[" + ",".join(json.dumps(m) for m in [
+        {"role": "user", "content": "x"}, {"role": "music", "content": "n"},
+        {"role": "assistant", "content": "y"}, {"role": "user", "content": "no"},
+        {"role": "music", "content": "a"}, {"role": "assistant", "content": "z"}]) + "]\n```")
+    msgs, meta = parse_conversation(text, {"a"}, {"n"})
+    assert meta == {"rejected": [1], "feedback": ["start", "reject"]} and msgs[4].content == "a"
+
+
+def test_recovers_from_bad_answers_and_writes_dataset(dataset, tmp_path, monkeypatch):
+    ds, path = dataset
+    kinds = ["malformed", "truncated", "invalid_id", "bad_role", "500", "429"]
+    first_seen: dict[str, int] = {}
+
+    def script(n, prompt):  # every playlist's first attempt fails in its own way
+        key = ID.findall(prompt)[0]
+        tries = first_seen[key] = first_seen.get(key, -1) + 1
+        return (kinds[len(first_seen) % len(kinds)] if tries == 0 else "fenced"), None
+
+    server = FakeLLM(script)
+    monkeypatch.setenv("TALKPLAY_LLM_BASE_URL", server.base_url)
+    monkeypatch.setenv("TALKPLAY_LLM_MODEL", "fake")
+    monkeypatch.setenv("TALKPLAY_LLM_API_KEY", "sekrit")
+    res = CliRunner().invoke(app, ["data", "conversations", "--data", str(path), "--generator", "llm",
+                                   "--concurrency", "3", "--max-attempts", "3", "--backoff", "0.01"])
+    server.stop()
+    assert res.exit_code == 0, res.output
+    back = read_dataset(path)
+    assert len(back.conversations) == len(ds.playlists)
+    by_id = {p.id: p for p in back.playlists}
+    for c in back.conversations:
+        pl = by_id[c.playlist_id]
+        assert c.source == "llm:fake" and c.split == pl.split
+        for i in c.meta["rejected"]:
+            assert c.messages[i].content not in pl.track_ids
+        assert all(c.messages[i].content in pl.track_ids for i, m in enumerate(c.messages)
+                   if m.role == "music" and i not in c.meta["rejected"])
+    assert sum(len(c.meta["rejected"]) for c in back.conversations) > 0
+    reasons = [json.loads(x)["reason"] for x in (path / "conversations-llm/rejected.jsonl").open()]
+    assert len(reasons) == len(ds.playlists)
+    for needle in ("no JSON list", "not valid JSON", "unknown music id", "invalid role", "HTTP", "429"):
+        assert any(needle in r for r in reasons), needle
+    assert all(r["auth"] == "Bearer sekrit" for r in server.requests)
+    assert all(r["path"] == "/v1/chat/completions" for r in server.requests)
+    record = back.manifest["conversation_generators"][-1]
+    assert record["generator"] == "llm" and "api_key" not in record["config"]
+    assert "sekrit" not in (path / "conversations-llm/run.json").read_text()
+
+
+def test_incomplete_run_keeps_dataset_until_finalize(dataset):
+    ds, path = dataset
+    bad = ds.playlists[0].track_ids[0]
+    server = FakeLLM(lambda n, prompt: ("truncated" if ID.findall(prompt)[0] == bad else "ok", None))
+    args = ["data", "conversations", "--data", str(path), "--generator", "llm", "--base-url",
+            server.base_url, "--model", "fake", "--max-attempts", "2", "--backoff", "0.01"]
+    res = CliRunner().invoke(app, args)
+    server.stop()
+    assert res.exit_code == 3 and "1 failed" in res.output
+    assert read_dataset(path).conversations == []
+    res = CliRunner().invoke(app, [*args, "--finalize"])
+    assert res.exit_code == 0, res.output
+    assert len(read_dataset(path).conversations) == len(ds.playlists) - 1
+
+
+def test_server_dies_then_resume_without_duplicates(dataset, tmp_path):
+    ds, _ = dataset
+    work = tmp_path / "work"
+    server = FakeLLM(die_after=5)
+    first = generate(ds.tracks, ds.playlists, fast(server, max_attempts=2, abort_after=2), work)
+    assert not first.complete and first.new == 5
+    # A crash in the middle of a write leaves a partial line: it must be dropped, not duplicated.
+    with open(work / "progress.jsonl", "a") as f:
+        f.write('{"key": "p9#0", "conversation": {"id": "p9:ll')
+    second_server = FakeLLM()
+    second = generate(ds.tracks, ds.playlists, fast(second_server), work)
+    second_server.stop()
+    assert second.complete and second.new == len(ds.playlists) - 5
+    assert len(second_server.requests) == len(ds.playlists) - 5  # finished ones not asked again
+    keys = [json.loads(x)["key"] for x in (work / "progress.jsonl").open()]
+    assert len(keys) == len(set(keys)) == len(ds.playlists)
+    assert sorted(c.playlist_id for c in second.conversations) == sorted(p.id for p in ds.playlists)
+    # The same request body is produced for a playlist on every run (seeded negatives).
+    again = FakeLLM()
+    generate(ds.tracks, ds.playlists[:1], fast(again), tmp_path / "w2")
+    again.stop()
+    first_body = next(r["body"] for r in server.requests if r["body"]["messages"][-1]["content"]
+                      == again.requests[0]["body"]["messages"][-1]["content"])
+    assert first_body["seed"] == again.requests[0]["body"]["seed"]
+
+
+def test_fatal_and_settings_errors(dataset, tmp_path, monkeypatch):
+    ds, _ = dataset
+    server = FakeLLM(lambda n, prompt: ("401", None))
+    with pytest.raises(DataError, match="HTTP 401"):
+        generate(ds.tracks, ds.playlists, fast(server), tmp_path / "w")
+    server.stop()
+    with pytest.raises(DataError, match="other settings.*seed"):
+        generate(ds.tracks, ds.playlists, fast(server, seed=5), tmp_path / "w")
+    for var in ("TALKPLAY_LLM_BASE_URL", "TALKPLAY_LLM_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(DataError, match="TALKPLAY_LLM_BASE_URL"):
+        generate(ds.tracks, ds.playlists, LLMConfig(), tmp_path / "w3")

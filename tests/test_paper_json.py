@@ -1,0 +1,110 @@
+"""talkplay-db JSONL export and import."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_simulator import toy_dataset
+from typer.testing import CliRunner
+
+from talkplay.cli import app
+from talkplay.data.conversations.paper_json import import_jsonl
+from talkplay.data.conversations.simulator import SimulatorConfig, simulate
+from talkplay.data.dataset import read_dataset, write_dataset
+from talkplay.data.errors import DataError
+
+
+@pytest.fixture
+def simulated(tmp_path):
+    ds = toy_dataset()
+    ds.conversations = simulate(ds.tracks, ds.playlists, SimulatorConfig(reject_rate=0.4))
+    write_dataset(tmp_path / "d", ds, source="toy", split_rule="by hand")
+    return tmp_path / "d"
+
+
+def test_round_trip_through_cli(simulated, tmp_path):
+    out = tmp_path / "convs.jsonl"
+    runner = CliRunner()
+    res = runner.invoke(app, ["data", "export-json", "--data", str(simulated), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    records = [json.loads(line) for line in out.open()]
+    original = read_dataset(simulated)
+    assert len(records) == len(original.conversations)
+    assert set(records[0]) >= {"pid", "cid", "conversations"}
+    assert records[0]["conversations"][1]["role"] == "music"
+    # Import into a copy without conversations: everything comes back, rejections included.
+    empty = toy_dataset()
+    write_dataset(tmp_path / "e", empty, source="toy", split_rule="by hand")
+    res = runner.invoke(app, ["data", "import-json", "--data", str(tmp_path / "e"), "--file", str(out)])
+    assert res.exit_code == 0, res.output
+    back = read_dataset(tmp_path / "e")
+    assert sorted((c.id, c.split, c.playlist_id) for c in back.conversations) == sorted(
+        (c.id, c.split, c.playlist_id) for c in original.conversations)
+    assert {c.id: c.meta for c in back.conversations} == {c.id: c.meta for c in original.conversations}
+    assert back.manifest["conversation_generators"][-1]["generator"] == "import-json"
+
+
+def test_export_filters_splits(simulated, tmp_path):
+    out = tmp_path / "test.jsonl"
+    CliRunner().invoke(app, ["data", "export-json", "--data", str(simulated), "--out", str(out),
+                             "--splits", "test"])
+    assert {json.loads(line)["split"] for line in out.open()} == {"test"}
+
+
+BAD = [
+    ('{"pid": "p0", "cid": "x", "conversations": [{"role": "music", "content": "nope"}]}',
+     "conversations[0].content: unknown track id 'nope'"),
+    ('{"pid": "p0", "cid": "x", "conversations": [{"role": "dj", "content": "a"}]}',
+     "conversations[0].role: unknown role 'dj'"),
+    ('{"pid": "p0", "conversations": [{"role": "user", "content": "a"}]}', "cid: missing"),
+    ('{"pid": "p0", "cid": "x", "conversations": []}', "conversations: missing or empty"),
+    ('{"pid": "zz", "cid": "x", "conversations": [{"role": "user", "content": "a"}]}',
+     "split: no valid split"),
+    ('{"pid": "p0", "cid": "x", "conversations": [{"role": "user", "content": 3}]}',
+     "conversations[0].content: content must be a string"),
+    ('{"pid": "p0", "cid": "x", "conversations": [{"role": "user", "content": "a"}], '
+     '"meta": {"rejected": [0]}}', "meta.rejected"),
+    ('{"pid": "p0", "cid": ', "record: invalid JSON"),
+]
+
+
+@pytest.mark.parametrize("line,message", BAD)
+def test_errors_name_file_line_field(tmp_path, line, message):
+    ds = toy_dataset()
+    path = tmp_path / "in.jsonl"
+    good = '{"pid": "p0", "cid": "ok", "conversations": [{"role": "music", "content": "t0"}]}'
+    path.write_text(good + "\n\n" + line + "\n")
+    with pytest.raises(DataError) as err:
+        import_jsonl(ds, path)
+    assert str(err.value).startswith(f"{path}:3: ") and message in str(err.value)
+
+
+def test_skip_invalid_and_cli_error(tmp_path):
+    ds = toy_dataset()
+    write_dataset(tmp_path / "d", ds, source="toy", split_rule="by hand")
+    path = tmp_path / "in.jsonl"
+    lines = ['{"pid": "p0", "cid": "a", "conversations": [{"role": "music", "content": "t0"}]}',
+             BAD[0][0],
+             '{"pid": "p0", "cid": "a", "conversations": [{"role": "music", "content": "t0"}]}']
+    path.write_text("\n".join(lines) + "\n")
+    runner = CliRunner()
+    res = runner.invoke(app, ["data", "import-json", "--data", str(tmp_path / "d"), "--file", str(path)])
+    flat = res.output.replace("\n", "")
+    assert res.exit_code == 2 and f"{path}:2" in flat and "Traceback" not in flat
+    assert read_dataset(tmp_path / "d").conversations == []
+    res = runner.invoke(app, ["data", "import-json", "--data", str(tmp_path / "d"), "--file",
+                              str(path), "--skip-invalid"])
+    assert res.exit_code == 0, res.output
+    assert "dropped 1" in res.output and "duplicate conversation id" in res.output
+    back = read_dataset(tmp_path / "d")
+    assert [c.id for c in back.conversations] == ["a"] and back.conversations[0].split == "train"
+    # Records for playlists outside the dataset need --split.
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"pid": "elsewhere", "cid": "b", "conversations": '
+                     '[{"role": "music", "content": "t1"}]}\n')
+    res = runner.invoke(app, ["data", "import-json", "--data", str(tmp_path / "d"), "--file",
+                              str(other), "--split", "valid"])
+    assert res.exit_code == 0, res.output
+    assert {c.id: c.split for c in read_dataset(tmp_path / "d").conversations} == {"a": "train",
+                                                                                  "b": "valid"}
