@@ -4,6 +4,7 @@ from talkplay.cli.app import app
 
 # Command modules register their commands on import (one line each).
 from talkplay.cli import data  # noqa: F401,E402
+from talkplay.cli import conversations  # noqa: F401,E402
 from talkplay.cli import data_import  # noqa: F401,E402
 
 
