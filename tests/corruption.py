@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from talkplay.data.dataset import read_dataset, validate
 from talkplay.data.errors import DataError
 
-WRONG_VALUES = [None, 0, -7, 1.5, True, "", "x", [], [1], {}, {"a": 1}]
+WRONG_VALUES = [None, 0, -7, 1.5, 2**70, True, "", "x", "\ud800", [], [1], {}, {"a": 1}]
 
 
 def paths_of(obj, prefix: tuple = ()) -> list[tuple]:
@@ -63,7 +63,7 @@ def corrupt_text(draw, text: str) -> tuple[str, str]:
     cut = draw(st.integers(0, len(text) - 1))
     if draw(st.booleans()):
         return f"truncate at {cut}", text[:cut]
-    junk = draw(st.sampled_from(["{", "]", ",", '"', "\\", "\x00", "nul", "\ufeff", ":"]))
+    junk = draw(st.sampled_from(["{", "]", ",", '"', "\\", "\x00", "nul", "\ufeff", ":", "\\ud800"]))
     return f"insert {junk!r} at {cut}", text[:cut] + junk + text[cut:]
 
 

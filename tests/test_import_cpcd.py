@@ -132,7 +132,7 @@ def test_separate_test_file_marks_its_own_tracks_cold(tmp_path):
     (lambda ds: ds[0]["tracks"]["b"].update(track_ids="q"), 1, "tracks['b'].track_ids"),
     (lambda ds: ds[1].update(id="d1"), 2, "id"),
     (lambda ds: ds[2].update(turns=[]), 3, "turns"),
-    (lambda ds: ds.__setitem__(1, [ds[1]]), 2, None),
+    (lambda ds: ds.__setitem__(1, [ds[1]]), 2, "record"),
 ])
 def test_bad_dialog_names_file_line_and_field(tmp_path, mutate, line, field):
     records = [json.loads(x) for x in small(tmp_path).read_text().splitlines()]

@@ -106,6 +106,10 @@ def test_find_slices_orders_by_pid_and_rejects_missing(tmp_path):
     (lambda d: d["playlists"][3].update(pid=1), "playlists[3].pid"),
     (lambda d: d["playlists"][4]["tracks"][0].update(duration_ms=[1]), "playlists[4].tracks[0].duration_ms"),
     (lambda d: d.pop("playlists"), "playlists"),
+    (lambda d: d["playlists"][5].update(modified_at=2**70), "playlists[5].modified_at"),
+    (lambda d: d["playlists"][6]["tracks"][2].update(track_name="\ud800"),
+     "playlists[6].tracks[2].track_name"),
+    (lambda d: d["playlists"].__setitem__(7, "pl"), "playlists[7]"),
 ])
 def test_bad_record_names_file_and_field_and_writes_nothing(tmp_path, mutate, field):
     doc = slice_doc(ten_playlists())

@@ -25,7 +25,7 @@ from pathlib import Path
 from talkplay.data.dataset import Dataset
 from talkplay.data.errors import Collector, DataError
 from talkplay.data.importing import ImportResult, check_out_dir, write_import
-from talkplay.data.jsonio import Loc, expect, id_value, iter_jsonl, str_list
+from talkplay.data.jsonio import Loc, check_text, expect, id_value, iter_jsonl, str_list
 from talkplay.data.jsonio import field as jfield
 from talkplay.data.schema import Conversation, Message, Playlist, Track
 
@@ -84,7 +84,8 @@ def parse_dialog(raw: object, loc: Loc) -> Dialog:
     raw = expect(raw, dict, loc)
     did = id_value(raw, "id", loc)
     tracks_raw = jfield(raw, "tracks", dict, loc)
-    tracks = {tid: parse_track(tid, t, loc.at("tracks").key(tid)) for tid, t in tracks_raw.items()}
+    tracks = {check_text(tid, loc.at("tracks").key(tid)): parse_track(tid, t, loc.at("tracks").key(tid))
+              for tid, t in tracks_raw.items()}
     turns = jfield(raw, "turns", list, loc)
     if not turns:
         raise loc.at("turns").error(f"dialog {did} has no turns")

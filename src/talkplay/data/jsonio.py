@@ -17,6 +17,7 @@ from talkplay.data.errors import DataError
 
 _TYPE_NAMES = {str: "string", int: "integer", float: "number", list: "list", dict: "object",
                bool: "boolean"}
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class Loc:
         return Loc(self.file, self.line, f"{self.path}[{key!r}]")
 
     def error(self, reason: str) -> DataError:
-        return DataError(reason, file=self.file, line=self.line, field=self.path or None)
+        root = "record" if self.line is not None else "document"
+        return DataError(reason, file=self.file, line=self.line, field=self.path or root)
 
 
 def _type_name(value: Any) -> str:
@@ -58,6 +60,19 @@ def _check(value: Any, kind: type, loc: Loc) -> Any:
         ok = isinstance(value, kind)
     if not ok:
         raise loc.error(f"expected {_TYPE_NAMES.get(kind, kind.__name__)}, got {_type_name(value)}")
+    if kind is int and not _INT64[0] <= value <= _INT64[1]:
+        raise loc.error(f"integer {value} does not fit in 64 bits")
+    if kind is str:
+        check_text(value, loc)
+    return value
+
+
+def check_text(value: str, loc: Loc) -> str:
+    """Reject strings that cannot be stored as UTF-8 (JSON allows lone surrogates like \\ud800)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise loc.error(f"text is not valid Unicode (character {e.start})") from None
     return value
 
 
@@ -102,7 +117,7 @@ def id_value(obj: dict, key: str, loc: Loc) -> str:
     value = field(obj, key, object, loc)
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise loc.at(key).error(f"expected string or integer id, got {_type_name(value)}")
-    text = str(value)
+    text = check_text(str(value), loc.at(key))
     if not text.strip():
         raise loc.at(key).error("empty id")
     return text
