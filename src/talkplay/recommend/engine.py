@@ -1,0 +1,304 @@
+"""Decoding on token ids only. The engine knows nothing about tokenization.
+
+It drives any Hugging Face causal LM (``model(input_ids=..., cache=..., use_cache=True)``, or
+``past_key_values=`` before transformers 5, returning ``.logits`` and the updated cache) and needs only a music token-id table
+(``constraints.music_id_table``: int64 [5, K_max + 1], last column = the none token, -1 = no token).
+The prompt is prefilled once; every later step feeds one token per sequence through the KV cache.
+
+- ``sample_music_block``: the paper's decoding. Five tokens, position i restricted to modality i's
+  tokens (any code, or only catalog continuations when a trie is given), then ``end_id`` forced.
+  Top-k and top-p act on the allowed tokens' renormalised distribution.
+- ``beam_music_block``: beam search over the five positions restricted to catalog prefixes;
+  returns complete catalog tuples with their total log-probability.
+- ``generate_text``: the reply after the music block, with music tokens banned.
+
+Every sampling parameter comes from the caller (``Sampling``; ``config.GenerateConfig`` fits);
+``model.generation_config`` is never read. Sampling math runs on CPU in float32 with a seeded
+``torch.Generator``, so a seed gives the same tokens on any device that gives the same logits.
+The model's train/eval mode is left as the caller set it (call ``model.eval()`` first).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from talkplay.tokenize.grammar import MISSING
+
+_N = 5
+
+
+class Sampling(Protocol):
+    """The sampling parameters (``talkplay.config.GenerateConfig`` satisfies it)."""
+
+    temperature: float
+    top_p: float
+    top_k: int
+    """0 disables top-k."""
+    repetition_penalty: float
+    """1.0 disables; HF semantics: seen tokens' logits are divided (if > 0) or multiplied by it."""
+    greedy: bool
+    seed: int
+
+
+class Trie(Protocol):
+    def allowed(self, prefix: Sequence[int]) -> np.ndarray: ...
+
+
+@dataclass
+class DecodeState:
+    """A sequence after some tokens: its KV cache and the logits for the next token."""
+
+    cache: Any
+    """The model's cache (batch 1)."""
+    logits: torch.Tensor
+    """float32 [V] next-token logits, on CPU."""
+    ids: list[int]
+    """Every token fed so far (prompt + generated); the repetition penalty reads it."""
+
+
+@dataclass
+class MusicSample:
+    codes: tuple[int, ...]
+    """Five codes (MISSING where the none token was chosen)."""
+    token_ids: list[int]
+    """The five music token ids followed by end_id."""
+    state: DecodeState
+    """After end_id: continue with ``generate_text(model, state, ...)``."""
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _cache_args(model) -> tuple[str, dict]:
+    """The cache keyword (``cache`` since transformers 5.x, ``past_key_values`` before) and,
+    where supported, ``logits_to_keep=1`` so a long prefill does not materialise [T, V] logits."""
+    params = inspect.signature(model.forward).parameters
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+    return ("cache" if "cache" in params else "past_key_values"), extra
+
+
+@torch.inference_mode()
+def _forward(model, ids: torch.Tensor, cache) -> tuple[torch.Tensor, Any]:
+    """ids: int64 [B, T] -> (float32 [B, V] last-position logits on CPU, updated cache)."""
+    key, extra = _cache_args(model)
+    out = model(input_ids=ids.to(_device(model)), use_cache=True, **{key: cache}, **extra)
+    new_cache = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
+    return out.logits[:, -1].float().cpu(), new_cache
+
+
+def prefill(model, prompt_ids: Sequence[int]) -> DecodeState:
+    """Run the prompt once. Args: prompt_ids: the token ids. Returns: the state after them."""
+    ids = [int(i) for i in prompt_ids]
+    if not ids:
+        raise ValueError("the prompt is empty")
+    logits, cache = _forward(model, torch.tensor([ids]), None)
+    return DecodeState(cache=cache, logits=logits[0], ids=ids)
+
+
+def feed(model, state: DecodeState, token_id: int) -> DecodeState:
+    """Append one token to ``state`` (in place) and return it."""
+    logits, state.cache = _forward(model, torch.tensor([[int(token_id)]]), state.cache)
+    state.logits = logits[0]
+    state.ids.append(int(token_id))
+    return state
+
+
+def _state(model, prompt: Sequence[int] | DecodeState) -> DecodeState:
+    return prompt if isinstance(prompt, DecodeState) else prefill(model, prompt)
+
+
+def _check(cfg: Sampling) -> None:
+    if not cfg.greedy and not cfg.temperature > 0:
+        raise ValueError(f"temperature must be > 0 (or set greedy), got {cfg.temperature}")
+    if not 0 < cfg.top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {cfg.top_p}")
+    if cfg.top_k < 0 or cfg.repetition_penalty <= 0:
+        raise ValueError(f"need top_k >= 0 and repetition_penalty > 0, got {cfg.top_k}, "
+                         f"{cfg.repetition_penalty}")
+
+
+def _penalise(logits: torch.Tensor, cand: torch.Tensor, seen: set[int], penalty: float):
+    """logits: [j] for token ids cand [j]; seen tokens are pushed down (HF's rule)."""
+    if penalty == 1.0 or not seen:
+        return logits
+    hit = torch.tensor([int(t) in seen for t in cand.tolist()], dtype=torch.bool)
+    pen = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(hit, pen, logits)
+
+
+def _pick(logits: torch.Tensor, cfg: Sampling, generator: torch.Generator) -> int:
+    """Index into logits [j] (float32, CPU): argmax, or a sample after temperature/top-k/top-p."""
+    if cfg.greedy:
+        return int(torch.argmax(logits))
+    logits = logits / cfg.temperature
+    if 0 < cfg.top_k < len(logits):
+        kth = torch.topk(logits, cfg.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if cfg.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, stable=True)
+        probs = torch.softmax(sorted_logits, -1)
+        # drop a token when the mass strictly before it already reaches top_p (the first stays)
+        drop = (torch.cumsum(probs, -1) - probs) >= cfg.top_p
+        logits = logits.index_put((order[drop],), torch.tensor(float("-inf")))
+    probs = torch.softmax(logits, -1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _candidates(music_ids: np.ndarray, pos: int, prefix: tuple[int, ...],
+                trie: Trie | None) -> tuple[np.ndarray, np.ndarray]:
+    """(token ids [j], codes [j]) allowed at ``pos``: all of the modality's, or the trie's."""
+    if trie is not None:
+        codes = np.asarray(trie.allowed(prefix), dtype=np.int64)
+    else:
+        row = music_ids[pos]
+        codes = np.flatnonzero(row[:-1] >= 0)
+        if row[-1] >= 0:
+            codes = np.append(codes, MISSING)
+    ids = music_ids[pos, codes] if len(codes) else codes
+    if len(codes) == 0 or (ids < 0).any():
+        raise ValueError(f"no music token allowed at position {pos} after {prefix}")
+    return ids, codes
+
+
+def _table(music_ids) -> np.ndarray:
+    table = np.asarray(music_ids, dtype=np.int64)
+    if table.ndim != 2 or table.shape[0] != _N or table.shape[1] < 2:
+        raise ValueError(f"music_ids must be int [5, K_max + 1], got shape {table.shape}")
+    return table
+
+
+def sample_music_block(model, prompt: Sequence[int] | DecodeState, music_ids: np.ndarray,
+                       end_id: int, cfg: Sampling, generator: torch.Generator | None = None,
+                       trie: Trie | None = None) -> MusicSample:
+    """Sample one well-formed music block: five modality tokens, then ``end_id``.
+
+    Args:
+        model: a Hugging Face causal LM.
+        prompt: prompt token ids (ending with ``<start_of_music>``), or a state to continue
+            (advanced in place).
+        music_ids: int64 [5, K_max + 1] token-id table.
+        end_id: the ``<end_of_music>`` token id, forced after the fifth token.
+        cfg: sampling parameters (temperature, top_p, top_k, repetition_penalty, greedy, seed).
+        generator: random source; a fresh one seeded with ``cfg.seed`` when omitted.
+        trie: when given, only catalog continuations are allowed (constrained sampling);
+            otherwise any code of each modality (the paper).
+    Returns:
+        MusicSample with the codes, the token ids and the state after ``end_id``.
+    """
+    _check(cfg)
+    table = _table(music_ids)
+    gen = generator if generator is not None else torch.Generator().manual_seed(int(cfg.seed))
+    state = _state(model, prompt)
+    codes: list[int] = []
+    for pos in range(_N):
+        ids, pos_codes = _candidates(table, pos, tuple(codes), trie)
+        cand = torch.from_numpy(ids)
+        logits = _penalise(state.logits[cand], cand, set(state.ids), cfg.repetition_penalty)
+        j = _pick(logits, cfg, gen)
+        codes.append(int(pos_codes[j]))
+        feed(model, state, int(ids[j]))
+    feed(model, state, int(end_id))
+    return MusicSample(codes=tuple(codes), token_ids=state.ids[-_N - 1:], state=state)
+
+
+@torch.inference_mode()
+def beam_music_block(model, prompt: Sequence[int] | DecodeState, trie: Trie,
+                     music_ids: np.ndarray, num_beams: int) -> list[tuple[tuple[int, ...], float]]:
+    """Beam search over the five music positions, restricted to catalog prefixes.
+
+    A beam's score is the sum of its tokens' log-probabilities under the model's full softmax
+    (temperature 1, no penalty; ``end_id`` not included). With ``num_beams`` at least the number
+    of catalog tuples the search is exhaustive.
+
+    Args:
+        model: a Hugging Face causal LM.
+        prompt: prompt token ids (ending with ``<start_of_music>``) or a state (left unchanged).
+        trie: the catalog's ``CatalogTrie`` (anything with ``allowed(prefix) -> codes``).
+        music_ids: int64 [5, K_max + 1] token-id table.
+        num_beams: beams kept after each position.
+    Returns:
+        Up to ``num_beams`` ``(codes, logprob)``, best first; every codes tuple is in the catalog.
+    """
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    table = _table(music_ids)
+    if isinstance(prompt, DecodeState):  # the cache is reordered in place: work on a copy
+        prompt = DecodeState(copy.deepcopy(prompt.cache), prompt.logits, list(prompt.ids))
+    state = _state(model, prompt)
+    cache = state.cache
+    logp = torch.log_softmax(state.logits[None].double(), -1)  # [B=1, V]
+    prefixes: list[tuple[int, ...]] = [()]
+    scores = torch.zeros(1, dtype=torch.float64)  # [B]
+    last = torch.empty(0, dtype=torch.int64)  # [B] each beam's latest token
+    for pos in range(_N):
+        if pos > 0:
+            logits, cache = _forward(model, last[:, None], cache)
+            logp = torch.log_softmax(logits.double(), -1)  # [B, V]
+        parents, ids, codes = [], [], []
+        for b, prefix in enumerate(prefixes):
+            b_ids, b_codes = _candidates(table, pos, prefix, trie)
+            parents.append(np.full(len(b_ids), b))
+            ids.append(b_ids)
+            codes.append(b_codes)
+        parent = torch.from_numpy(np.concatenate(parents))
+        tok = torch.from_numpy(np.concatenate(ids))
+        code = np.concatenate(codes)
+        total = scores[parent] + logp[parent, tok]  # [C] candidate sequence log-probs
+        # stable sort: equal scores keep (parent beam, code) order, so results are deterministic
+        best = torch.sort(total, descending=True, stable=True).indices[:num_beams]
+        prefixes = [prefixes[int(parent[i])] + (int(code[i]),) for i in best]
+        scores = total[best]
+        last = tok[best]
+        if pos < _N - 1:
+            cache.reorder_cache(parent[best].to(_device(model)))  # pos 0: expands 1 -> B rows
+    return [(p, float(s)) for p, s in zip(prefixes, scores.tolist(), strict=True)]
+
+
+def generate_text(model, prompt: Sequence[int] | DecodeState, cfg: Sampling,
+                  stop_ids: Sequence[int], max_new_tokens: int,
+                  banned_ids: Sequence[int] | np.ndarray = (),
+                  generator: torch.Generator | None = None) -> list[int]:
+    """Generate free text (the reply) until a stop token or ``max_new_tokens``.
+
+    Args:
+        model: a Hugging Face causal LM.
+        prompt: token ids, or a state to continue (e.g. ``MusicSample.state``; advanced in place).
+        cfg: sampling parameters.
+        stop_ids: tokens that end the reply (e.g. the end-of-turn id); not returned.
+        max_new_tokens: the most tokens to generate.
+        banned_ids: tokens that may never appear (the music tokens and markers).
+        generator: random source; a fresh one seeded with ``cfg.seed`` when omitted.
+    Returns:
+        The generated token ids, without the stop token.
+    """
+    _check(cfg)
+    gen = generator if generator is not None else torch.Generator().manual_seed(int(cfg.seed))
+    state = _state(model, prompt)
+    banned = torch.as_tensor(np.asarray(banned_ids, dtype=np.int64))
+    stops = {int(s) for s in stop_ids}
+    out: list[int] = []
+    for _ in range(max_new_tokens):
+        logits = state.logits.clone()
+        if cfg.repetition_penalty != 1.0:
+            seen = torch.tensor(sorted(set(state.ids)), dtype=torch.int64)
+            logits[seen] = _penalise(logits[seen], seen, set(state.ids), cfg.repetition_penalty)
+        if len(banned):
+            logits[banned] = float("-inf")
+        tid = _pick(logits, cfg, gen)
+        if tid in stops:
+            break
+        out.append(tid)
+        feed(model, state, tid)  # also keeps a continued state consistent with what it returned
+    return out
+
+
+__all__ = ["DecodeState", "MusicSample", "Sampling", "beam_music_block", "feed",
+           "generate_text", "prefill", "sample_music_block"]

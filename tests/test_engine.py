@@ -1,0 +1,199 @@
+"""The token-id engine with a tiny random Llama: well-formed blocks, seeds, greedy = argmax,
+beam scores = brute-force sequence log-probabilities over a tiny catalog."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import LlamaConfig, LlamaForCausalLM, RepetitionPenaltyLogitsProcessor
+
+from talkplay.recommend.constraints import CatalogTrie
+from talkplay.recommend.engine import beam_music_block, generate_text, prefill, sample_music_block
+from talkplay.tokenize.grammar import MISSING
+
+K = 4
+MUSIC_BASE, END_ID, START_ID, STOP_ID = 100, 130, 131, 2
+# table[m, c] = 100 + 5 m + c for codes 0..3; column 4 (= index MISSING) is the none token
+TABLE = np.array([[MUSIC_BASE + 5 * m + c for c in range(K + 1)] for m in range(5)], np.int64)
+PROMPT = [1, 17, 42, 9, 77, 23, START_ID]
+
+
+@dataclass
+class Cfg:
+    temperature: float = 1.0
+    top_p: float = 0.9
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    greedy: bool = False
+    seed: int = 0
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=200, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=64)
+    return LlamaForCausalLM(config).eval()
+
+
+def full_logits(model, ids) -> torch.Tensor:
+    """float32 [T, V] without any cache: the reference."""
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids])).logits[0].float()
+
+
+def seq_logprob(model, prompt, codes) -> float:
+    ids = prompt + [int(TABLE[m, c]) for m, c in enumerate(codes)]
+    logp = torch.log_softmax(full_logits(model, ids).double(), -1)
+    return sum(float(logp[len(prompt) - 1 + m, ids[len(prompt) + m]]) for m in range(5))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), temperature=st.floats(0.2, 3.0),
+       top_p=st.floats(0.05, 1.0), top_k=st.integers(0, 6), penalty=st.sampled_from([1.0, 1.3]))
+def test_sampled_blocks_are_well_formed(model, seed, temperature, top_p, top_k, penalty):
+    cfg = Cfg(temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=penalty,
+              seed=seed)
+    block = sample_music_block(model, PROMPT, TABLE, END_ID, cfg)
+    assert len(block.codes) == 5
+    assert all(c in (*range(K), MISSING) for c in block.codes)
+    assert block.token_ids == [int(TABLE[m, c]) for m, c in enumerate(block.codes)] + [END_ID]
+    assert block.state.ids == PROMPT + block.token_ids
+    # the cached state after the block agrees with a fresh forward over all its ids
+    torch.testing.assert_close(block.state.logits, full_logits(model, block.state.ids)[-1],
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_seeds_repeat_and_differ(model):
+    draws = [sample_music_block(model, PROMPT, TABLE, END_ID, Cfg(top_p=1.0, seed=s)).codes
+             for s in range(8)]
+    again = [sample_music_block(model, PROMPT, TABLE, END_ID, Cfg(top_p=1.0, seed=s)).codes
+             for s in range(8)]
+    assert draws == again
+    assert len(set(draws)) > 1
+    gen = torch.Generator().manual_seed(5)
+    a = sample_music_block(model, PROMPT, TABLE, END_ID, Cfg(), generator=gen).codes
+    b = sample_music_block(model, PROMPT, TABLE, END_ID, Cfg(seed=5)).codes
+    assert a == b
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.7])
+def test_greedy_equals_argmax(model, penalty):
+    prompt = PROMPT[:-1] + [int(TABLE[0, 1]), int(TABLE[1, 2]), START_ID]  # seen music tokens
+    cfg = Cfg(greedy=True, repetition_penalty=penalty, temperature=0.0)
+    block = sample_music_block(model, prompt, TABLE, END_ID, cfg)
+    ids = list(prompt)
+    for m in range(5):
+        scores = full_logits(model, ids)[-1][None]
+        scores = RepetitionPenaltyLogitsProcessor(penalty)(torch.tensor([ids]), scores)[0]
+        best = int(torch.argmax(scores[torch.from_numpy(TABLE[m])]))
+        code = MISSING if best == K else best
+        assert block.codes[m] == code
+        ids.append(int(TABLE[m, code]))
+
+
+def tiny_catalog(n=9, seed=0):
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(-1, K, size=(n, 5))
+    codes[1, :3] = codes[0, :3]  # shared prefixes make the trie branch late
+    codes[2, :2] = codes[0, :2]
+    return codes
+
+
+def test_beam_scores_equal_brute_force(model):
+    codes = tiny_catalog()
+    trie = CatalogTrie(codes)
+    catalog = {tuple(int(c) for c in row) for row in codes}
+    beams = beam_music_block(model, PROMPT, trie, TABLE, num_beams=len(catalog) + 3)
+    assert {b for b, _ in beams} == catalog  # exhaustive when num_beams >= catalog size
+    brute = {t: seq_logprob(model, PROMPT, t) for t in catalog}
+    for t, score in beams:
+        assert score == pytest.approx(brute[t], abs=1e-4)
+    assert beams[0][0] == max(brute, key=brute.get)
+    assert [s for _, s in beams] == sorted((s for _, s in beams), reverse=True)
+
+
+def test_narrow_beam_returns_catalog_tuples_and_leaves_a_state_untouched(model):
+    codes = tiny_catalog(n=30, seed=3)
+    trie = CatalogTrie(codes)
+    catalog = {tuple(int(c) for c in row) for row in codes}
+    state = prefill(model, PROMPT)
+    logits, ids = state.logits.clone(), list(state.ids)
+    beams = beam_music_block(model, state, trie, TABLE, num_beams=4)
+    assert len(beams) == 4 and all(t in catalog for t, _ in beams)
+    assert state.ids == ids and torch.equal(state.logits, logits)
+    assert state.cache.get_seq_length() == len(PROMPT) and state.cache.layers[0].keys.shape[0] == 1
+    assert beams == beam_music_block(model, PROMPT, trie, TABLE, num_beams=4)
+    for t, s in beams:
+        assert s == pytest.approx(seq_logprob(model, PROMPT, t), abs=1e-4)
+
+
+def test_sampling_with_a_trie_stays_in_the_catalog(model):
+    codes = tiny_catalog(n=5, seed=7)
+    trie = CatalogTrie(codes)
+    catalog = {tuple(int(c) for c in row) for row in codes}
+    for seed in range(10):
+        block = sample_music_block(model, PROMPT, TABLE, END_ID, Cfg(seed=seed), trie=trie)
+        assert block.codes in catalog
+
+
+def test_generate_text_bans_music_tokens_and_matches_greedy_argmax(model):
+    block = sample_music_block(model, PROMPT, TABLE, END_ID, Cfg(seed=1))
+    banned = np.concatenate([TABLE.ravel(), [END_ID, START_ID]])
+    ids = list(block.state.ids)
+    reply = generate_text(model, block.state, Cfg(greedy=True), stop_ids=[], max_new_tokens=6,
+                          banned_ids=banned)
+    assert len(reply) == 6
+    for tid in reply:
+        scores = full_logits(model, ids)[-1]
+        scores[torch.from_numpy(banned)] = float("-inf")
+        assert tid == int(torch.argmax(scores))
+        ids.append(tid)
+    # sampled replies never contain banned ids, and stop at a stop id (not returned)
+    for seed in range(5):
+        out = generate_text(model, PROMPT, Cfg(seed=seed, temperature=2.0, top_p=1.0),
+                            stop_ids=[STOP_ID], max_new_tokens=20, banned_ids=banned)
+        assert not set(out) & set(banned.tolist()) and STOP_ID not in out
+
+
+def test_generate_text_stops_at_the_stop_id(model):
+    first = generate_text(model, PROMPT, Cfg(greedy=True), stop_ids=[], max_new_tokens=1)[0]
+    assert generate_text(model, PROMPT, Cfg(greedy=True), stop_ids=[first],
+                         max_new_tokens=5) == []
+
+
+def test_bad_parameters_are_rejected(model):
+    with pytest.raises(ValueError, match="temperature"):
+        sample_music_block(model, PROMPT, TABLE, END_ID, Cfg(temperature=0.0))
+    with pytest.raises(ValueError, match="top_p"):
+        sample_music_block(model, PROMPT, TABLE, END_ID, Cfg(top_p=0.0))
+    with pytest.raises(ValueError, match="music_ids"):
+        sample_music_block(model, PROMPT, TABLE[:3], END_ID, Cfg())
+    with pytest.raises(ValueError, match="num_beams"):
+        beam_music_block(model, PROMPT, CatalogTrie(tiny_catalog()), TABLE, 0)
+    with pytest.raises(ValueError, match="empty"):
+        prefill(model, [])
+
+
+def test_every_catalog_tuple_is_reachable_by_the_beam(model):
+    # all 5^5 tuples of a full catalog: beam of 1 is greedy over the full table
+    codes = np.array(list(itertools.product(range(-1, K), repeat=5)))
+    (best, score), = beam_music_block(model, PROMPT, CatalogTrie(codes), TABLE, num_beams=1)
+    greedy = sample_music_block(model, PROMPT, TABLE, END_ID, replace(Cfg(), greedy=True))
+    assert best == greedy.codes
+    assert score == pytest.approx(seq_logprob(model, PROMPT, best), abs=1e-4)
+
+
+@pytest.mark.parametrize("cut", [{"top_p": 1e-6}, {"top_k": 1, "top_p": 1.0}])
+def test_top_p_and_top_k_cut_to_the_best_token(model, cut):
+    greedy = sample_music_block(model, PROMPT, TABLE, END_ID, Cfg(greedy=True)).codes
+    for seed in range(4):
+        cfg = replace(Cfg(seed=seed, temperature=3.0), **cut)
+        assert sample_music_block(model, PROMPT, TABLE, END_ID, cfg).codes == greedy
