@@ -1,0 +1,99 @@
+"""``talkplay evaluate`` end to end on toy datasets: printed table and the files it leaves."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from talkplay.cli import app
+from talkplay.data.dataset import Dataset, write_dataset
+from talkplay.data.schema import Conversation, Message, Playlist, Track
+
+runner = CliRunner()
+TRACKS = [Track("t1", "Smells Like Teen Spirit", ["Nirvana"], tags=["grunge"], popularity=1.0),
+          Track("t2", "Blue in Green", ["Miles Davis"], tags=["jazz"], popularity=3.0),
+          Track("t3", "Clair de Lune", ["Debussy"], tags=["classical"], popularity=2.0),
+          Track("t4", "One More Time", ["Daft Punk"], tags=["electronic"], popularity=0.5, cold=True)]
+
+
+def _conv(cid, pairs, split="test", **meta):
+    msgs = []
+    for query, track in pairs:
+        msgs += [Message("user", query), Message("music", track), Message("assistant", "enjoy")]
+    return Conversation(cid, msgs, split=split, meta=meta)
+
+
+def _paper_dataset(path):
+    ds = Dataset(tracks=[Track(**vars(t)) for t in TRACKS],
+                 playlists=[Playlist("p", ["t1", "t2"])],
+                 conversations=[
+                     _conv("c1", [("some grunge by Nirvana", "t1"), ("now jazz, Miles Davis", "t2")]),
+                     _conv("c2", [("Debussy piano", "t3"), ("Daft Punk electronic", "t4")]),
+                     _conv("c3", [("anything", "t2")], split="train")])
+    write_dataset(path, ds, source="toy", split_rule="by hand")
+
+
+def test_evaluate_paper_protocol_writes_reports(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    _paper_dataset(data)
+    res = runner.invoke(app, ["evaluate", "--data", str(data), "--systems", "bm25,popularity",
+                              "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "bm25" in res.output and "MRR" in res.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["protocol"] == "paper" and results["targets"] == 4
+    bm25 = results["systems"]["bm25"]
+    # Every query names its artist: BM25 ranks each gold track first.
+    assert bm25["micro"]["mrr"] == 1.0 and bm25["macro"]["hit@1"] == 1.0
+    assert bm25["counts"] == {"targets": 4, "conversations": 2, "warm_targets": 3, "cold_targets": 1}
+    assert bm25["cold"]["mrr"] == 1.0 and set(bm25["by_turn"]) == {"0", "1"}
+    assert bm25["build_seconds"] >= 0 and bm25["targets_per_second"] > 0
+    # Popularity by catalog field: t2 > t3 > t1 > t4; second turns exclude the first track.
+    pop = results["systems"]["popularity"]
+    assert pop["micro"]["mrr"] == (1 / 3 + 1 + 1 / 2 + 1 / 3) / 4
+    md = (out / "results.md").read_text()
+    assert "| bm25 | 1.0000 |" in md and "MRR by turn index" in md and "Warm / cold" in md
+    assert (out / "mrr_by_turn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = [json.loads(x) for x in (out / "bm25.predictions.jsonl").read_text().splitlines()]
+    assert [x["docid"] for x in lines] == ["c1:1", "c1:4", "c2:1", "c2:4"]
+    assert lines[0]["neighbor"][0] == {"docid": "t1"}
+    assert {"docid": "t1"} not in lines[1]["neighbor"]  # already played
+
+
+def test_evaluate_cpcd_source_uses_cpcd_protocol(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    turns = [{"user_index": 0, "liked": ["t1"], "disliked": []},
+             {"user_index": 3, "liked": ["t2"], "disliked": []}]
+    ds = Dataset(tracks=[Track(**vars(t)) for t in TRACKS], conversations=[
+        _conv("d1", [("grunge Nirvana", "t1"), ("jazz Miles Davis", "t2")],
+              turns=turns, goal_playlist=["t1", "t2"])])
+    write_dataset(data, ds, source="cpcd:toy.jsonl", split_rule="by hand")
+    res = runner.invoke(app, ["evaluate", "--data", str(data), "--systems", "bm25",
+                              "--out", str(out), "--ks", "1,2"])
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["protocol"] == "cpcd" and results["ks"] == [1, 2]
+    lines = [json.loads(x) for x in (out / "bm25.cpcd.jsonl").read_text().splitlines()]
+    assert [x["docid"] for x in lines] == ["d1:0", "d1:1"]
+    # Turn 1: t1 is a seed, gone from predictions and gold; the jazz query finds t2.
+    assert {"docid": "t1"} not in lines[1]["neighbor"] and lines[1]["neighbor"][0] == {"docid": "t2"}
+    assert results["systems"]["bm25"]["by_turn"]["1"]["mrr"] == 1.0
+
+
+def test_evaluate_clear_errors(tmp_path):
+    data = tmp_path / "data"
+    _paper_dataset(data)
+    res = runner.invoke(app, ["evaluate", "--data", str(data), "--systems", "bm25,nope",
+                              "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "unknown system" in res.output
+    res = runner.invoke(app, ["evaluate", "--data", str(data), "--systems", "talkplay",
+                              "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "--run" in res.output
+    res = runner.invoke(app, ["evaluate", "--data", str(tmp_path / "missing"), "--systems", "bm25",
+                              "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "manifest.json" in res.output
+    res = runner.invoke(app, ["evaluate", "--data", str(data), "--systems", "bm25",
+                              "--out", str(tmp_path / "o"), "--split", "valid"])
+    assert res.exit_code == 2 and "no paper targets" in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
