@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,23 +19,43 @@ _TYPE_NAMES = {str: "string", int: "integer", float: "number", list: "list", dic
 _INT64 = (-(2**63), 2**63 - 1)
 
 
-@dataclass(frozen=True)
 class Loc:
-    """Where a value sits: file, JSONL line (None for whole-file JSON) and JSON path."""
+    """Where a value sits: file, JSONL line (None for whole-file JSON) and JSON path.
 
-    file: str
-    line: int | None = None
-    path: str = ""
+    The path string is only built when an error needs it: importers create a ``Loc`` for every
+    field they read (hundreds of thousands per MPD slice), so ``at`` must stay cheap.
+    """
+
+    __slots__ = ("file", "line", "_parent", "_step")
+
+    def __init__(self, file: str, line: int | None = None, *, _parent: Loc | None = None,
+                 _step: str | int | None = None):
+        self.file, self.line, self._parent, self._step = file, line, _parent, _step
 
     def at(self, key: str | int) -> Loc:
         """The location of a child: ``playlists`` -> ``playlists[3]`` -> ``playlists[3].pid``."""
-        if isinstance(key, int):
-            return Loc(self.file, self.line, f"{self.path}[{key}]")
-        return Loc(self.file, self.line, f"{self.path}.{key}" if self.path else key)
+        return Loc(self.file, self.line, _parent=self, _step=key)
 
     def key(self, key: str) -> Loc:
         """The location of a dict entry whose key is data (a track id): ``tracks['abc']``."""
-        return Loc(self.file, self.line, f"{self.path}[{key!r}]")
+        return Loc(self.file, self.line, _parent=self, _step=f"[{key!r}]")
+
+    @property
+    def path(self) -> str:
+        steps: list[str | int] = []
+        node: Loc | None = self
+        while node is not None and node._parent is not None:
+            steps.append(node._step)
+            node = node._parent
+        out = ""
+        for step in reversed(steps):
+            if isinstance(step, int):
+                out += f"[{step}]"
+            elif step.startswith("["):
+                out += step
+            else:
+                out += f".{step}" if out else step
+        return out
 
     def error(self, reason: str) -> DataError:
         root = "record" if self.line is not None else "document"

@@ -69,20 +69,38 @@ def parse_playlist(raw: object, loc: Loc) -> tuple[Playlist, list[_Entry]]:
     items = field(raw, "tracks", list, loc)
     if not items:
         raise loc.at("tracks").error(f"playlist {pid} has no tracks")
-    entries: list[_Entry] = []
-    for j, item in enumerate(items):
-        tloc = loc.at("tracks").at(j)
-        item = expect(item, dict, tloc)
-        uri = field(item, "track_uri", str, tloc)
-        if not uri.strip():
-            raise tloc.at("track_uri").error("empty track id")
-        entries.append((uri, field(item, "track_name", str, tloc),
-                        field(item, "artist_name", str, tloc),
-                        field(item, "album_name", str, tloc, required=False),
-                        field(item, "duration_ms", int, tloc, required=False)))
+    entries = [_fast_entry(item) or _checked_entry(item, loc.at("tracks").at(j))
+               for j, item in enumerate(items)]
     playlist = Playlist(id=pid, track_ids=[e[0] for e in entries], name=name,
                         modified_at=modified_at)
     return playlist, entries
+
+
+def _fast_entry(item: object) -> _Entry | None:
+    """The common case of a well-formed entry, checked without building locations (a slice
+    has ~67k entries); None sends the entry through ``_checked_entry``, which defines the rules
+    and names the bad field."""
+    if type(item) is not dict:
+        return None
+    get = item.get
+    uri, title, artist = get("track_uri"), get("track_name"), get("artist_name")
+    album, duration = get("album_name"), get("duration_ms")
+    if (type(uri) is str and type(title) is str and type(artist) is str
+            and (album is None or type(album) is str)
+            and (duration is None or (type(duration) is int and abs(duration) < 2**62))
+            and uri.strip() and (uri + title + artist + (album or "")).isascii()):
+        return uri, title, artist, album, duration
+    return None
+
+
+def _checked_entry(item: object, loc: Loc) -> _Entry:
+    item = expect(item, dict, loc)
+    uri = field(item, "track_uri", str, loc)
+    if not uri.strip():
+        raise loc.at("track_uri").error("empty track id")
+    return (uri, field(item, "track_name", str, loc), field(item, "artist_name", str, loc),
+            field(item, "album_name", str, loc, required=False),
+            field(item, "duration_ms", int, loc, required=False))
 
 
 def _playlists_of(doc: object, loc: Loc) -> list:
