@@ -147,3 +147,25 @@ def test_cli_errors_are_clear(tmp_path, bad):
     write_dataset(tmp_path / "d", toy_dataset(), source="toy", split_rule="x")
     res = CliRunner().invoke(app, ["data", "conversations", "--data", str(tmp_path / "d"), *bad])
     assert res.exit_code != 0 and "error:" in res.output and "Traceback" not in res.output
+
+
+def test_on_the_embedded_world():
+    world_mod = pytest.importorskip("talkplay.data.world")
+    world = world_mod.build_world(world_mod.WorldConfig(
+        n_tracks=400, n_artists=50, n_playlists=150, audio=False, seed=1))
+    ds = world.dataset
+    convs = simulate(ds.tracks, ds.playlists, SimulatorConfig(reject_rate=0.3))
+    by_id = {p.id: p for p in ds.playlists}
+    catalog = {t.id for t in ds.tracks}
+    cold = {t.id for t in ds.tracks if t.cold}
+    row = {t.id: i for i, t in enumerate(ds.tracks)}
+    genre = world.latent["genre"]
+    differs = total = 0
+    for c in convs:
+        check_structure(c, by_id[c.playlist_id], catalog)
+        for i in c.meta["rejected"]:
+            neg, wanted = c.messages[i].content, c.messages[i + 3].content
+            assert c.split == "test" or neg not in cold  # no cold leak into training
+            differs += genre[row[neg]] != genre[row[wanted]]
+            total += 1
+    assert total > 20 and differs / total > 0.8  # negatives are unlike what the user wanted

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import re
 import string
+from functools import lru_cache
 
 from talkplay.data.conversations import phrases as P
 from talkplay.data.conversations.common import tag_set
@@ -20,9 +21,10 @@ _FORMATTER = string.Formatter()
 _WORD = re.compile(r"[a-zA-Z']{4,}")
 
 
-def template_slots(template: str) -> set[str]:
+@lru_cache(maxsize=4096)
+def template_slots(template: str) -> frozenset[str]:
     """Names of the ``{slots}`` in a template."""
-    return {name for _, name, _, _ in _FORMATTER.parse(template) if name}
+    return frozenset(name for _, name, _, _ in _FORMATTER.parse(template) if name)
 
 
 def tempo_bucket(bpm: float | None) -> str | None:
@@ -42,18 +44,45 @@ def decade(year: int | None) -> tuple[str, str] | None:
 
 def lyric_theme(lyrics: str | None, rng: random.Random) -> str | None:
     """A content word from the lyrics (what the song is about, roughly)."""
-    if not lyrics:
-        return None
+    top = _lyric_words(lyrics) if lyrics else ()
+    return rng.choice(top) if top else None
+
+
+@lru_cache(maxsize=65536)
+def _lyric_words(lyrics: str) -> tuple[str, ...]:
     words = [w.lower().strip("'") for w in _WORD.findall(lyrics[:2000])]
     words = [w for w in words if w not in P.STOPWORDS and len(w) >= 4]
-    if not words:
-        return None
     # Prefer repeated words: they are more likely the song's subject than a passing word.
     counts: dict[str, int] = {}
     for w in words:
         counts[w] = counts.get(w, 0) + 1
-    top = sorted(counts, key=lambda w: (-counts[w], words.index(w)))[:5]
-    return rng.choice(top)
+    first = {w: i for i, w in reversed(list(enumerate(words)))}
+    return tuple(sorted(counts, key=lambda w: (-counts[w], first[w]))[:5])
+
+
+_ERA_TAG = re.compile(r"^(\d0s|\d{4}s)$")
+
+
+def tag_kinds(track: Track) -> dict[str, list[str]]:
+    """A track's tags sorted into mood, era, vocals, instrument and style (the rest: genres)."""
+    return _kinds(tuple(sorted(tag_set(track))))
+
+
+@lru_cache(maxsize=65536)
+def _kinds(tags: tuple[str, ...]) -> dict[str, list[str]]:
+    kinds: dict[str, list[str]] = {"mood": [], "era": [], "vocals": [], "instrument": [], "style": []}
+    for t in tags:
+        if t in P.MOODS:
+            kinds["mood"].append(t)
+        elif _ERA_TAG.match(t):
+            kinds["era"].append(t)
+        elif "vocal" in t or t == "instrumental":
+            kinds["vocals"].append("no vocals" if t == "instrumental" else t)
+        elif t.split()[-1] in P.INSTRUMENT_WORDS:
+            kinds["instrument"].append(t)
+        else:
+            kinds["style"].append(t)
+    return kinds
 
 
 def slots(track: Track, rng: random.Random) -> dict[str, str]:
@@ -61,17 +90,15 @@ def slots(track: Track, rng: random.Random) -> dict[str, str]:
     out: dict[str, str] = {"noun": rng.choice(P.NOUNS), "title": track.title}
     if track.artists:
         out["artist"] = track.artist
-    tags = sorted(tag_set(track))
-    moods = [t for t in tags if t in P.MOODS]
-    styles = [t for t in tags if t not in P.MOODS]
-    if moods:
-        out["mood"] = rng.choice(moods)
-    if styles:
-        out["style"] = rng.choice(styles)
-    era = decade(track.year)
+    kinds = tag_kinds(track)
+    for kind in ("mood", "style", "instrument", "vocals"):
+        if kinds[kind]:
+            out[kind] = rng.choice(kinds[kind])
+    era = decade(track.year) or (("the " + kinds["era"][0], kinds["era"][0]) if kinds["era"] else None)
     if era:
         out["era"], out["era_adj"] = era
-        out["year"] = str(track.year)
+        if track.year:
+            out["year"] = str(track.year)
     bucket = tempo_bucket(track.tempo)
     if bucket:
         out["tempo"] = rng.choice(P.TEMPO_WORDS[bucket])
@@ -117,6 +144,6 @@ def describe(track: Track, rng: random.Random) -> str:
     values = slots(track, rng)
     # Prefer descriptions with two attributes; fall back to whatever the track offers.
     text = fill(P.DESCRIBE, values, rng)
-    if text is None:
-        return "something " + (f"like {values['artist']}" if "artist" in values else "good")
+    if text is None:  # a track without usable attributes
+        return rng.choice(["something good", "something you think I'd like", "a good one"])
     return text[0].lower() + text[1:]

@@ -15,7 +15,13 @@ happy sad chill chillout mellow energetic upbeat dark melancholic melancholy rom
 aggressive calm relaxing relaxed dreamy moody uplifting emotional sexy party fun funny
 peaceful nostalgic epic intense atmospheric gloomy hopeful bittersweet groovy playful
 sentimental soothing euphoric brooding tender warm cold haunting introspective lonely
-confident triumphant anxious serene quiet loud heavy soft catchy sleepy
+confident triumphant anxious serene quiet loud heavy soft catchy sleepy rebellious dramatic
+""".split())
+# Tags naming an instrument (by the tag or its last word); used in "instrument" slots.
+INSTRUMENT_WORDS = frozenset("""
+guitar guitars bass drums drum piano keys keyboard keyboards synth synths pad lead organ flute
+trumpet saxophone sax cello strings violin viola harp banjo horns brass harmonica accordion
+mandolin ukulele 808 percussion machine clarinet choir bells
 """.split())
 
 STOPWORDS = frozenset("""
@@ -42,7 +48,7 @@ OPEN_CONTEXTS = [
     " to get the party going", " for a quiet evening",
 ]
 OPEN_NAME_ARTIST = [
-    "I'm in the mood for some {artist}.",
+    "{prefix}I'm in the mood for {artist}{context}.",
     "{prefix}I've been listening to {artist} a lot lately. Start with something of theirs?",
     "{prefix}Play something by {artist}{context}.",
     "{prefix}Can we start with {artist}?",
@@ -92,6 +98,8 @@ NEXT_SIMILAR_ARTIST = [
 ]
 NEXT_SAME_ARTIST = [
     "Another one by {artist}.", "More from {artist}, please.", "Stick with {artist}.",
+    "Another {artist} song, ideally {desc}.", "Stay with {artist} but go for {desc}.",
+    "Same artist again, {desc} this time.", "More {artist}: {desc}, if they have it.",
     "Can we hear another {artist} song?", "Keep going with {artist}.",
     "What else do you have from {artist}?",
 ]
@@ -117,8 +125,12 @@ REJECT_OPENERS = [
     "No thanks.", "Hmm, that misses.", "Not this one.", "Skip, please.",
 ]
 REJECT_REASONS = {
-    "style": ["It's too {neg}.", "I'm not into {neg} right now.", "Too much {neg} for me.",
-              "{Neg} isn't what I asked for.", "I don't want {neg} here."],
+    "style": ["I'm not into {neg} right now.", "{Neg} isn't what I asked for.",
+              "I don't want {neg} here.", "Not in the mood for {neg}."],
+    "mood": ["It's too {neg}.", "Way too {neg} for me.", "I don't want anything {neg} now."],
+    "instrument": ["Too much {neg} for me.", "I don't want {neg} in this.",
+                   "The {neg} is not what I had in mind."],
+    "vocals": ["I didn't want {neg}.", "Not {neg}, please."],
     "artist": ["I'm not a fan of {neg}.", "I don't really like {neg}.", "Not {neg}, please."],
     "era": ["That sounds too {neg}.", "It's too {neg} for what I want."],
     "tempo": ["It's way too {neg}.", "That's too {neg}."],
@@ -152,6 +164,10 @@ ASSISTANT_REASONS = [
     "it's {style}, released in {year}",
     "it comes from the album {album}",
     "{tempo}, with a {style} sound",
+    "it's built around {instrument}",
+    "the {instrument} carries it",
+    "{style} with {vocals}",
+    "{instrument} with {vocals}",
     "a {mood} song from {era}",
 ]
 KEY_MOODS = {"minor": ["darker", "moodier", "wistful"], "major": ["brighter", "sunnier", "open"]}
@@ -162,7 +178,7 @@ TEMPO_WORDS = {
     "fast": ["fast", "upbeat", "high-energy", "driving"],
 }
 TEMPO_CONTRAST = {"slow": "slow", "mid": "middling", "fast": "fast"}
-NOUNS = ["track", "song", "tune", "number", "pick", "record", "one"]
+NOUNS = ["track", "song", "tune", "number", "pick", "record", "piece"]
 DESCRIBE = [
     "something {mood}",
     "some {style}",
@@ -181,4 +197,16 @@ DESCRIBE = [
     "a bit of {style}",
     "a {noun} with a {mood} mood",
     "a {era_adj} {style} {noun}",
+    "something {tempo} from {era}",
+    "a {tempo} {noun} in a {mode} key",
+    "a {noun} from {era}",
+    "something with lyrics that mention {theme}",
+    "a {tempo} {noun}, somewhere around {bpm} BPM",
+    "something with {instrument}",
+    "a {style} {noun} with lots of {instrument}",
+    "{mood} {style} with {instrument} up front",
+    "a {noun} built around {instrument}",
+    "a {style} {noun} with {vocals}",
+    "something {mood} with {vocals}",
+    "a {noun} with {vocals} from {era}",
 ]

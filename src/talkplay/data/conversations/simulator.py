@@ -12,11 +12,12 @@ direction. Playlist tracks are used in playlist order. Output is deterministic p
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 from talkplay.data.conversations import phrases as P
 from talkplay.data.conversations.common import NegativeSampler, tag_set
-from talkplay.data.conversations.describe import describe, fill, slots
+from talkplay.data.conversations.describe import describe, fill, slots, tag_kinds
 from talkplay.data.schema import Conversation, Message, Playlist, Track
 
 
@@ -39,7 +40,7 @@ class SimulatorConfig:
     """Chance that the opening query names the first track or its artist instead of describing it."""
     title_rate: float = 0.04
     """Chance that a later request names the next track's title (kept low on purpose)."""
-    direction_overlap: float = 0.15
+    direction_overlap: float = 0.1
     """A next track whose tag overlap (Jaccard) with the previous one is below this, by
     another artist, is introduced as a change of direction."""
 
@@ -52,7 +53,15 @@ def _join(*parts: str | None) -> str:
     return " ".join(p for p in parts if p)
 
 
+_AFTER_COMMA = re.compile(r"^(\w+(?: there)?, )([A-Z])(?=[a-z])")
+
+
 def _opening(track: Track, cfg: SimulatorConfig, rng: random.Random) -> str:
+    # "Hi, Can you ..." -> "Hi, can you ..." (prefixes ending in a comma run into the sentence).
+    return _AFTER_COMMA.sub(lambda m: m.group(1) + m.group(2).lower(), _opening_raw(track, cfg, rng))
+
+
+def _opening_raw(track: Track, cfg: SimulatorConfig, rng: random.Random) -> str:
     values = slots(track, rng)
     values.update(prefix=rng.choice(P.OPEN_PREFIXES), context=rng.choice(P.OPEN_CONTEXTS),
                   verb=rng.choice(P.OPEN_VERBS), desc=describe(track, rng))
@@ -68,7 +77,7 @@ def _request(prev: Track, nxt: Track, cfg: SimulatorConfig, rng: random.Random) 
               "prev_artist": prev.artist}
     if nxt.artists and rng.random() < cfg.title_rate:
         return fill(P.TITLE_REQUESTS, values, rng)
-    if nxt.artists and set(nxt.artists) & set(prev.artists) and rng.random() < 0.6:
+    if nxt.artists and set(nxt.artists) & set(prev.artists) and rng.random() < 0.4:
         return fill(P.NEXT_SAME_ARTIST, values, rng)
     r = rng.random()
     if r < 0.2:
@@ -81,9 +90,11 @@ def _request(prev: Track, nxt: Track, cfg: SimulatorConfig, rng: random.Random) 
 def _reject_reason(neg: Track, target: Track, rng: random.Random) -> str:
     """Why the user turns down ``neg`` when they wanted something like ``target``."""
     options: list[tuple[str, str]] = []
-    extra = sorted(tag_set(neg) - tag_set(target))
-    if extra:
-        options.append(("style", rng.choice(extra)))
+    theirs, ours = tag_kinds(neg), tag_kinds(target)
+    for kind in ("style", "mood", "instrument", "vocals"):
+        extra = sorted(set(theirs[kind]) - set(ours[kind]))
+        if extra:
+            options.append((kind, rng.choice(extra)))
     if neg.artists and not set(neg.artists) & set(target.artists):
         options.append(("artist", neg.artist))
     if neg.year and target.year and abs(neg.year - target.year) >= 10:
@@ -94,6 +105,8 @@ def _reject_reason(neg: Track, target: Track, rng: random.Random) -> str:
     if not options:
         return ""
     kind, word = rng.choice(options)
+    if word == "no vocals":
+        return "I wanted something with vocals."
     return rng.choice(P.REJECT_REASONS[kind]).format(neg=word, Neg=word[:1].upper() + word[1:])
 
 
