@@ -36,6 +36,8 @@ class EmbedConfig:
     pseudo_tag_count: int = 5
     device: str = "auto"
     """"auto" picks CUDA when available, else CPU."""
+    trust_remote_code: bool = False
+    """Let text models run code shipped with their weights (nvidia/NV-Embed-v2 needs it)."""
     seed: int = 0
 
 
@@ -44,11 +46,12 @@ class TokenizerConfig:
     """K-means codebooks per modality."""
 
     k: int = 1024
-    """Clusters per modality (paper: 1024), capped for small catalogs: see ``k_cap``."""
+    """Clusters per modality (paper: 1024), capped for small catalogs: see ``min_items_per_cluster``."""
     k_per_modality: dict[str, int] = field(default_factory=dict)
     """Overrides of ``k`` for single modalities."""
     min_items_per_cluster: int = 4
-    """Cap rule: K_m = min(k, n_items_with_modality_m // min_items_per_cluster), at least 2."""
+    """Cap rule: K_m = min(k, max(2, n_m // min_items_per_cluster)), where n_m = tracks that
+    have modality m; never more than n_m, and 0 (only the none token) when n_m == 0."""
     niter: int = 25
     seed: int = 0
 
