@@ -7,6 +7,7 @@ from talkplay.cli import data  # noqa: F401,E402
 from talkplay.cli import synth  # noqa: F401,E402
 from talkplay.cli import conversations  # noqa: F401,E402
 from talkplay.cli import data_import  # noqa: F401,E402
+from talkplay.cli import embed  # noqa: F401,E402
 from talkplay.cli import evaluate  # noqa: F401,E402
 
 
