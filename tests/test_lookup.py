@@ -138,11 +138,13 @@ def test_exclusion_and_k_larger_than_catalog():
     rng = np.random.default_rng(0)
     codes = rng.integers(0, 3, size=(30, 5))
     index = CodeIndex(codes, popularity=rng.random(30))
-    rows, _ = index.rank(tuple(codes[4]), 100, exclude_rows=[4, 7])
+    rows, _ = index.rank(tuple(codes[4]), 100, exclude_rows={4, 7})
     assert len(rows) == 28
     assert 4 not in rows and 7 not in rows
     assert sorted(rows.tolist()) == [r for r in range(30) if r not in (4, 7)]
     assert len(index.rank(tuple(codes[4]), 0)[0]) == 0
+    same = index.rank(tuple(codes[4]), 100, exclude_rows=np.array([7, 4, 7]))[0]
+    assert same.tolist() == rows.tolist()
 
 
 def test_fill_with_zero_score_items_uses_similarity_then_popularity():

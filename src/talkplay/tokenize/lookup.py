@@ -158,26 +158,29 @@ class CodeIndex:
         q = _check_query(query)
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
-        excl = (np.empty(0, dtype=np.int64) if exclude_rows is None
-                else np.unique(np.asarray(list(exclude_rows) if not isinstance(exclude_rows, np.ndarray)
-                                          else exclude_rows, dtype=np.int64)))
+        excl = np.unique(np.fromiter(exclude_rows if exclude_rows is not None else (),
+                                     dtype=np.int64))
         if excl.size and (excl[0] < 0 or excl[-1] >= self.n):
             raise ValueError(f"exclude_rows must lie in [0, {self.n}); got {excl[0]}..{excl[-1]}")
         lists = [self.posting(m, q[m]) for m in range(_N)]
         with self._lock:
-            scratch = self._scratch
-            scratch[excl] = _EXCLUDED
-            for m, rows in enumerate(lists):
-                scratch[rows] |= np.uint8(1 << m)
-            # Keep each row once: in the first list it appears in, and only if not excluded.
-            parts = []
-            for m, rows in enumerate(lists):
-                lower = np.uint8(((1 << m) - 1) | int(_EXCLUDED))
-                parts.append(rows[(scratch[rows] & lower) == 0])
-            cand = np.concatenate(parts).astype(np.int64)
-            masks = scratch[cand]
-            scratch[cand] = 0
-            scratch[excl] = 0
+            scratch = self._scratch  # uint8 [n], all zero between calls
+            try:
+                scratch[excl] = _EXCLUDED
+                for m, rows in enumerate(lists):
+                    scratch[rows] |= np.uint8(1 << m)
+                # Keep each row once: in the first list it appears in, and only if not excluded.
+                parts = []
+                for m, rows in enumerate(lists):
+                    lower = np.uint8(((1 << m) - 1) | int(_EXCLUDED))
+                    parts.append(rows[(scratch[rows] & lower) == 0])
+                cand = np.concatenate(parts).astype(np.int64)  # [C] distinct candidate rows
+                masks = scratch[cand]  # [C] which positions matched
+                scratch[cand] = 0
+                scratch[excl] = 0
+            except BaseException:  # never leave marks behind for the next query
+                scratch.fill(0)
+                raise
         scores = self._mask_score[masks]
         top = self._top_candidates(q, cand, masks, scores, k)
         rows, sc = cand[top], scores[top]
