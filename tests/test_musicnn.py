@@ -157,7 +157,7 @@ def test_msd_musicnn_matches_tf_reference(shared_data, ref):
     np.testing.assert_allclose(tags, ref["MSD_musicnn/clip_tags"], atol=TOL_TAGS)
     np.testing.assert_allclose(emb, ref["MSD_musicnn/clip_features"], atol=TOL_FEATS)
     enc = MusicnnEncoder(device="cpu")
-    for name in names[:2]:
+    for name in (names[0], names[-1]):  # the two shortest recordings
         probs, feats = enc.patch_outputs(shared_data / "audio" / name)
         np.testing.assert_allclose(probs[:8], ref[f"MSD_musicnn/{name}/patch_tags"], atol=TOL_TAGS)
         np.testing.assert_allclose(feats[:8], ref[f"MSD_musicnn/{name}/patch_features"], atol=TOL_FEATS)

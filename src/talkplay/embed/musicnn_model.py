@@ -114,6 +114,18 @@ def _linear(kernel_bias: tuple[torch.Tensor, torch.Tensor]) -> nn.Linear:
     return lin
 
 
+def _relu_bn_max_over_mel(z: torch.Tensor, bn: _Affine) -> torch.Tensor:
+    """max over mel of bn(relu(z)) for z [B, C, T, M] -> [B, C, T], without touching B*C*T*M twice.
+
+    relu and the per-channel affine map are monotone (increasing, or decreasing where the BN
+    scale is negative, and float rounding keeps them monotone), so the max of bn(relu(z)) is
+    bn(relu(max z)) or bn(relu(min z)): bit-identical to pooling after the activations.
+    """
+    hi, lo = z.amax(dim=3), z.amin(dim=3)
+    pick = torch.where((bn.scale >= 0).view(1, -1, 1), hi, lo)
+    return bn(F.relu(pick))
+
+
 class Musicnn(nn.Module):
     """musicnn: log-mel patch [B, 187, 96] -> (logits [B, C], penultimate [B, units])."""
 
@@ -144,13 +156,11 @@ class Musicnn(nn.Module):
         feats = []
         padded = F.pad(x, (0, 0, 3, 3))  # 'same' in time only, as models.py pads by hand
         for conv, bn in self.timbral:
-            y = bn(F.relu(conv(padded)))  # [B, 204, T, 96 - kw + 1]
-            feats.append(y.amax(dim=3))  # max over mel -> [B, 204, T]
+            feats.append(_relu_bn_max_over_mel(conv(padded), bn))  # [B, 204, T]
         for conv, bn in self.temporal:
             k = conv.kernel_size[0]
             # TF 'same' padding for an even kernel puts the extra row at the end.
-            y = bn(F.relu(conv(F.pad(x, (0, 0, (k - 1) // 2, k // 2)))))  # [B, 51, T, 96]
-            feats.append(y.amax(dim=3))
+            feats.append(_relu_bn_max_over_mel(conv(F.pad(x, (0, 0, (k - 1) // 2, k // 2))), bn))
         front = torch.cat(feats, dim=1)  # [B, 561, T]
 
         # Mid-end convs span the whole feature axis: TF sees [B, T, F, 1] and a kernel
