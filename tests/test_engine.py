@@ -82,6 +82,8 @@ def test_seeds_repeat_and_differ(model):
     a = sample_music_block(model, PROMPT, TABLE, END_ID, Cfg(), generator=gen).codes
     b = sample_music_block(model, PROMPT, TABLE, END_ID, Cfg(seed=5)).codes
     assert a == b
+    # a torch table (lm.vocab.MusicVocab.table has this layout) works the same
+    assert sample_music_block(model, PROMPT, torch.from_numpy(TABLE), END_ID, Cfg(seed=5)).codes == b
 
 
 @pytest.mark.parametrize("penalty", [1.0, 1.7])
