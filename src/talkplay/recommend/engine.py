@@ -95,7 +95,14 @@ def _forward(model, ids: torch.Tensor, cache) -> tuple[torch.Tensor, Any]:
 
 
 def prefill(model, prompt_ids: Sequence[int]) -> DecodeState:
-    """Run the prompt once. Args: prompt_ids: the token ids. Returns: the state after them."""
+    """Run the prompt through the model once.
+
+    Args:
+        model: a Hugging Face causal LM.
+        prompt_ids: the prompt's token ids.
+    Returns:
+        The state after the prompt (its cache and next-token logits).
+    """
     ids = [int(i) for i in prompt_ids]
     if not ids:
         raise ValueError("the prompt is empty")
