@@ -18,6 +18,7 @@ import torch
 from talkplay.data.errors import DataError
 from talkplay.embed import audio_io
 from talkplay.embed.musicnn import MTT_TAGS, TAGS, MusicnnEncoder, musicnn_weights_dir, top_tags
+from talkplay.embed.protocol import AudioTagger, ItemEncoder
 from talkplay.embed.tf_bundle import BundleError, crc32c, read_bundle, read_index, unmask_crc
 
 REFERENCE = Path(__file__).parent / "data" / "musicnn_reference.npz"
@@ -207,6 +208,8 @@ def test_short_clip_is_zero_padded(tmp_path):
     path = tmp_path / "short.wav"
     sf.write(path, clip, sr, subtype="FLOAT")
     enc = MusicnnEncoder(device="cpu")
+    assert isinstance(enc, ItemEncoder) and isinstance(enc, AudioTagger)
+    assert enc.name == "MSD_musicnn" and enc.dim == 200 and enc.tags == list(TAGS)
     emb, tags = enc.encode_with_tags([str(path)])
     assert emb.shape == (1, 200) and np.isfinite(emb).all() and ((tags > 0) & (tags < 1)).all()
     y = np.pad(audio_io.load_audio(path), (0, 48000 - 19200))

@@ -72,7 +72,7 @@ class MusicnnEncoder:
     Args:
         model: one of ``MODELS``: "MSD_musicnn" (default; 50 Last.fm tags, 200-d),
             "MTT_musicnn" (50 MagnaTagATune tags, 200-d), "MSD_vgg", "MTT_vgg" (256-d).
-        device: torch device; default CUDA when available, else CPU.
+        device: torch device; None or "auto": CUDA when available, else CPU.
         weights_dir: folder holding ``{model}/`` checkpoints; default the musicnn package.
     """
 
@@ -82,11 +82,11 @@ class MusicnnEncoder:
             raise ValueError(f"unknown musicnn model {model!r}; choose one of {list(MODELS)}")
         folder = Path(weights_dir) if weights_dir is not None else musicnn_weights_dir()
         self.name = model
-        self.device = torch.device(device or default_device())
+        self.device = torch.device(default_device() if device in (None, "auto") else device)
         # The packaged checkpoints have prefix "{model}/" (files ".index", ".data-...").
         self.net = build_model(model, read_bundle(f"{folder / model}/")).to(self.device)
         self.dim = SPECS[model].num_units_backend if SPECS[model].arch == "musicnn" else 256
-        self.tags: tuple[str, ...] = TAGS if model.startswith("MSD") else MTT_TAGS
+        self.tags: list[str] = list(TAGS if model.startswith("MSD") else MTT_TAGS)
 
     @torch.no_grad()
     def forward_patches(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
