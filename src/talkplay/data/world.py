@@ -77,7 +77,7 @@ class WorldConfig:
     """Share of tracks with no tags at all."""
     p_tag_noise: float = 0.05
     """Probability that a track carries one wrong mood tag."""
-    playlist_len_mean: float = 20.0
+    playlist_len_mean: float = 15.0
     playlist_len_min: int = 5
     playlist_len_max: int = 60
     p_off_scene: float = 0.1
@@ -135,10 +135,17 @@ def _norm(w: np.ndarray) -> np.ndarray:
     return w / w.sum()
 
 
+def _choice(rng: np.random.Generator, weights: dict[str, float]) -> str:
+    """One key of ``weights``, drawn with probability proportional to its value."""
+    keys = list(weights)
+    return keys[rng.choice(len(keys), p=_norm(np.array([weights[k] for k in keys], dtype=float)))]
+
+
 def _check(cfg: WorldConfig) -> None:
     """Raise ValueError naming the first WorldConfig field that cannot work."""
     problems = [
-        (cfg.n_artists < 1 or cfg.n_tracks < cfg.n_artists, "n_tracks must be >= n_artists >= 1"),
+        (cfg.n_artists < 1 or cfg.n_tracks - round(cfg.new_release_fraction * cfg.n_tracks) < cfg.n_artists,
+         "n_tracks minus new releases must be >= n_artists >= 1 (every artist has a catalog track)"),
         (cfg.n_playlists < 10, "n_playlists must be >= 10"),
         (cfg.n_scenes < 1 or cfg.genres_per_scene < 1, "n_scenes and genres_per_scene must be >= 1"),
         (not 0 <= cfg.new_release_fraction < 1, "new_release_fraction must be in [0, 1)"),
@@ -156,6 +163,63 @@ def _check(cfg: WorldConfig) -> None:
     for bad, message in problems:
         if bad:
             raise ValueError(f"WorldConfig: {message}")
+
+
+def _artists(rng: np.random.Generator, a_genre: np.ndarray, last_year: int) -> list[dict]:
+    """Step 2: per artist a unique name, sub-genre, career years, mood profile, tempo, voice, band."""
+    artists = []
+    for gi in a_genre:
+        g = GENRES[gi]
+        debut = int(rng.integers(g.years[0], min(g.years[1], last_year) + 1))
+        moods = list(g.moods)
+        artists.append({
+            "name": wt.artist_name(rng, g.name),
+            "sub": g.subgenres[int(rng.integers(len(g.subgenres)))],
+            "years": (debut, min(last_year, debut + int(rng.integers(1, 20)))),
+            "moods": dict(zip(moods, rng.dirichlet(np.array([g.moods[m] for m in moods]) * 1.5), strict=True)),
+            "tempo": rng.uniform(*g.tempo),
+            "vocal": _choice(rng, g.vocals),
+            "instruments": [*g.core, *[i for i in g.optional if rng.random() < 0.4]],
+        })
+    # Artist names must be unique so that "by {Artist}" identifies one artist.
+    seen: set[str] = set()
+    for a in artists:
+        while a["name"] in seen:
+            a["name"] = f"{a['name']} {wt.invented_word(rng, 1)}"
+        seen.add(a["name"])
+    return artists
+
+
+def _track(rng: np.random.Generator, cfg: WorldConfig, i: int, ad: dict, g, album: tuple[str, int],
+           release: str | None, pop: float, pop_q: float) -> tuple[Track, dict, dict]:
+    """Step 3-4 for one track: mood -> mode, tempo and lyric theme; tags; audio spec."""
+    mood = _choice(rng, ad["moods"])
+    energy, p_minor, theme_w = MOODS[mood]
+    minor = bool(rng.random() < p_minor)
+    lo, hi = g.tempo
+    tempo = float(np.clip(ad["tempo"] + energy * 0.2 * (hi - lo) + rng.normal(0, 0.08 * (hi - lo)), lo, hi))
+    root = int(rng.integers(12))
+    bias = GENRE_THEMES.get(g.name, {})
+    theme = _choice(rng, {t: theme_w.get(t, 0.1) * bias.get(t, 1.0) for t in THEMES})
+    vocal = ad["vocal"] if rng.random() < 0.85 else _choice(rng, g.vocals)
+    instruments = list(ad["instruments"])
+    release = release or str(album[1])
+    year = int(release[:4])
+    tid = f"t{i:05d}"
+    track = Track(
+        id=tid, title=wt.title(rng, g.name, None if vocal == "instrumental" else theme),
+        artists=[ad["name"]], album=album[0], release_date=release, popularity=round(pop, 3),
+        tags=wt.tags(rng, [g.name, ad["sub"], mood, *instruments, wt.decade_tag(year), vocal],
+                     pop_q, cfg.p_untagged, cfg.p_tag_noise, MOOD_NAMES),
+        lyrics=None if vocal == "instrumental" else wt.lyrics(rng, theme, int(rng.integers(3, 7))),
+        audio=f"audio/{tid}.{cfg.audio_format}" if cfg.audio else None,
+        # Metadata duration of the whole song; the audio file is a short preview clip.
+        duration_ms=int(rng.uniform(150, 600 if g.name == "classical" else 330) * 1000),
+        tempo=round(tempo, 1), key=f"{KEYS[root]} {'minor' if minor else 'major'}")
+    spec = {"genre": g.name, "tempo": tempo, "root": root, "minor": minor,
+            "instruments": instruments, "vocal": vocal, "seed": [cfg.seed, i]}
+    hidden = {"mood": MOOD_NAMES.index(mood), "theme": THEMES.index(theme), "minor": minor}
+    return track, spec, hidden
 
 
 def build_world(cfg: WorldConfig) -> World:
@@ -178,38 +242,18 @@ def build_world(cfg: WorldConfig) -> World:
     scene_share = rng.dirichlet(np.full(n_s, 4.0))
 
     # 2. Artists.
-    a_scene = rng.choice(n_s, size=n_a, p=scene_share)
+    # Scene sizes follow scene_share, but every scene gets an artist while there are enough.
+    sizes = (np.arange(n_s) < n_a).astype(int)
+    sizes += np.floor(scene_share * (n_a - sizes.sum())).astype(int)
+    sizes[np.argsort(-scene_share)[:n_a - sizes.sum()]] += 1
+    a_scene = rng.permutation(np.repeat(np.arange(n_s), sizes))
     a_genre = np.array([rng.choice(scene_genres[s], p=scene_mix[s]) for s in a_scene])
     a_pop = _zipf(rng, n_a, cfg.popularity_zipf)
-    last_year = int(cfg.start_date[:4]) - 1
-    artists = []
-    for a in range(n_a):
-        g = GENRES[a_genre[a]]
-        debut = int(rng.integers(g.years[0], min(g.years[1], last_year) + 1))
-        moods = list(g.moods)
-        vocal_names = list(g.vocals)
-        artists.append({
-            "name": wt.artist_name(rng, g.name),
-            "sub": g.subgenres[int(rng.integers(len(g.subgenres)))],
-            "years": (debut, min(last_year, debut + int(rng.integers(1, 20)))),
-            "moods": (moods, rng.dirichlet(np.array([g.moods[m] for m in moods]) * 1.5)),
-            "tempo": rng.uniform(*g.tempo),
-            "vocal": vocal_names[rng.choice(len(vocal_names), p=_norm(np.array(list(g.vocals.values()))))],
-            "instruments": [*g.core, *[i for i in g.optional if rng.random() < 0.4]],
-        })
-    # Artist names must be unique so that "by {Artist}" identifies one artist.
-    seen: set[str] = set()
-    for a in artists:
-        while a["name"] in seen:
-            a["name"] = f"{a['name']} {wt.invented_word(rng, 1)}"
-        seen.add(a["name"])
+    artists = _artists(rng, a_genre, int(cfg.start_date[:4]) - 1)
 
     # 3. Tracks: one per artist, the rest by popularity; new releases favour popular artists.
     n_new = int(round(cfg.new_release_fraction * n_t))
     n_old = n_t - n_new
-    if n_old < n_a:
-        raise ValueError(f"{n_old} catalog tracks (n_tracks minus new releases) cannot cover "
-                         f"{n_a} artists; lower n_artists or new_release_fraction")
     t_artist = np.concatenate([np.arange(n_a), rng.choice(n_a, size=n_old - n_a, p=_norm(a_pop ** 0.5)),
                                rng.choice(n_a, size=n_new, p=_norm(a_pop))])
     t_new = np.arange(n_t) >= n_old
@@ -231,43 +275,17 @@ def build_world(cfg: WorldConfig) -> World:
     albums: dict[tuple[int, int], tuple[str, int]] = {}
     per_artist = np.bincount(t_artist[:n_old], minlength=n_a)
     for i in range(n_t):
-        a, ad = int(t_artist[i]), artists[int(t_artist[i])]
-        g = GENRES[a_genre[a]]
-        mood_names, mood_p = ad["moods"]
-        mood = mood_names[rng.choice(len(mood_names), p=mood_p)]
-        energy, p_minor, theme_w = MOODS[mood]
-        minor = bool(rng.random() < p_minor)
-        lo, hi = g.tempo
-        tempo = float(np.clip(ad["tempo"] + energy * 0.2 * (hi - lo) + rng.normal(0, 0.08 * (hi - lo)), lo, hi))
-        root = int(rng.integers(12))
-        bias = GENRE_THEMES.get(g.name, {})
-        tw = np.array([theme_w.get(t, 0.1) * bias.get(t, 1.0) for t in THEMES])
-        theme = THEMES[rng.choice(len(THEMES), p=_norm(tw))]
-        vocal = ad["vocal"] if rng.random() < 0.85 else list(g.vocals)[rng.choice(len(g.vocals), p=_norm(np.array(list(g.vocals.values()))))]
-        instruments = list(ad["instruments"])
-        # Albums: a few per artist; new releases share one new album per artist.
+        a = int(t_artist[i])
+        release = _iso(int(t_release_day[i]) * DAY) if t_new[i] else None
         slot = -1 if t_new[i] else int(rng.integers(1 + per_artist[a] // 5))
-        if (a, slot) not in albums:
-            year = int(rng.integers(ad["years"][0], ad["years"][1] + 1))
-            albums[(a, slot)] = (wt.album_name(rng, ad["name"], g.name), year)
-        album, year = albums[(a, slot)]
-        release = _iso(int(t_release_day[i]) * DAY) if t_new[i] else str(year)
-        year = int(release[:4])
-        tid = f"t{i:05d}"
-        tracks.append(Track(
-            id=tid, title=wt.title(rng, g.name, None if vocal == "instrumental" else theme),
-            artists=[ad["name"]], album=album, release_date=release,
-            popularity=round(float(t_pop[i]), 3),
-            tags=wt.tags(rng, [g.name, ad["sub"], mood, *instruments, wt.decade_tag(year), vocal],
-                         float(pop_q[i]), cfg.p_untagged, cfg.p_tag_noise, MOOD_NAMES),
-            lyrics=None if vocal == "instrumental" else wt.lyrics(rng, theme, int(rng.integers(3, 7))),
-            audio=f"audio/{tid}.{cfg.audio_format}" if cfg.audio else None,
-            duration_ms=int(rng.uniform(150, 600 if g.name == "classical" else 330) * 1000),
-            tempo=round(tempo, 1), key=f"{KEYS[root]} {'minor' if minor else 'major'}"))
-        specs.append({"genre": g.name, "tempo": tempo, "root": root, "minor": minor,
-                      "instruments": instruments, "vocal": vocal, "seed": [cfg.seed, i]})
-        for k_, v in (("scene", a_scene[a]), ("genre", a_genre[a]), ("mood", MOOD_NAMES.index(mood)),
-                      ("theme", THEMES.index(theme)), ("minor", minor), ("artist", a)):
+        if (a, slot) not in albums:  # a few albums per artist; new releases share a new one
+            year = int(rng.integers(artists[a]["years"][0], artists[a]["years"][1] + 1))
+            albums[(a, slot)] = (wt.album_name(rng, artists[a]["name"], GENRES[a_genre[a]].name), year)
+        track, spec, hidden = _track(rng, cfg, i, artists[a], GENRES[a_genre[a]], albums[(a, slot)],
+                                     release, float(t_pop[i]), float(pop_q[i]))
+        tracks.append(track)
+        specs.append(spec)
+        for k_, v in {"scene": a_scene[a], "genre": a_genre[a], "artist": a, **hidden}.items():
             lat[k_][i] = v
     lat["new"] = t_new
     playlists = draw_playlists(rng, cfg, lat, t_pop, t_release_day, tracks, modified, created)
@@ -279,14 +297,13 @@ def build_world(cfg: WorldConfig) -> World:
     return World(dataset=ds, config=cfg, latent=lat, audio_specs=specs, split_rule=rule)
 
 
-
 def synth_world(out: str | Path, cfg: WorldConfig, *, workers: int = 1,
                 on_progress: Callable[[int], None] | None = None) -> World:
     """Build the world and write it as a dataset directory (audio clips included).
 
     ``out/audio/`` is rendered into a temporary folder and swapped in whole; the tables and
-    manifest are written last (``write_dataset``), so an interrupted run leaves no dataset
-    that points at missing audio. ``out/world/latent.json`` keeps the hidden variables
+    manifest are written last (``write_dataset``), so a new directory holds a dataset only
+    once all its audio is complete. ``out/world/latent.json`` keeps the hidden variables
     (scene, genre, mood, theme per track) for analysis; no recommender may read it.
 
     Args:
