@@ -66,6 +66,9 @@ class Item2Vec:
         """
         from gensim.models import Word2Vec
 
+        # gensim logs every epoch and save at INFO (with full lifecycle dicts); keep ours only.
+        logging.getLogger("gensim").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
+
         sentences = [list(p[i:i + _MAX_SENTENCE])
                      for p in playlists for i in range(0, len(p), _MAX_SENTENCE)]
         sentences = [s for s in sentences if s]
