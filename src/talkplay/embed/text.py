@@ -73,8 +73,14 @@ class TextEncoder:
 
     def split(self, text: str) -> list[str]:
         """Split ``text`` at token boundaries into pieces of at most ``window`` tokens."""
-        enc = self.model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        offsets = enc["offset_mapping"]
+        tok = self.model.tokenizer
+        if not getattr(tok, "is_fast", False):
+            # Slow tokenizers have no offsets: cut the token ids and decode each window.
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            if len(ids) <= self.window:
+                return [text]
+            return [tok.decode(ids[i:i + self.window]) for i in range(0, len(ids), self.window)]
+        offsets = tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         if len(offsets) <= self.window:
             return [text]
         pieces = []
