@@ -1,0 +1,196 @@
+"""Training and validation sequences: rendered conversations mixed with playlist continuation.
+
+Each epoch is a fixed function of (seed, epoch): which playlists are sampled, where they are
+cut, the order of the batches. So a position ``(epoch, index)`` restores the data stream
+exactly, on any number of processes. Batches are length-bucketed (sequences of similar length
+share a batch, padded to the batch's longest), which keeps most of each step real tokens;
+``fill`` reports the share.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from talkplay.data.dataset import Dataset
+from talkplay.lm.render import Rendered, render_conversation, render_playlist
+from talkplay.lm.vocab import MusicVocab
+from talkplay.tokenize.codebook import Codebook
+from talkplay.train.losses import IGNORE
+
+log = logging.getLogger(__name__)
+CONVERSATION, PLAYLIST = 0, 1
+BUCKET_BATCHES = 50
+"""Batches per sorting chunk: larger fills better, smaller shuffles better."""
+
+
+@dataclass
+class Sample:
+    ids: list[int]
+    mask: list[int]
+    kind: int
+    """CONVERSATION or PLAYLIST (for separate logging of the two cross-entropies)."""
+
+
+@dataclass
+class Renderer:
+    """Everything rendering needs, bundled."""
+
+    tokenizer: PreTrainedTokenizerBase
+    codebook: Codebook
+    vocab: MusicVocab
+    context_length: int
+
+    def conversation(self, conv) -> list[Sample]:
+        return [Sample(r.ids, r.mask, CONVERSATION) for r in render_conversation(
+            conv, self.tokenizer, self.codebook, self.vocab, context_length=self.context_length)]
+
+    def playlist(self, track_ids: list[str], cut: int) -> Sample:
+        r: Rendered = render_playlist(track_ids, cut, self.tokenizer, self.codebook, self.vocab,
+                                      context_length=self.context_length)
+        return Sample(r.ids, r.mask, PLAYLIST)
+
+
+@dataclass
+class Split:
+    """Conversations (pre-rendered) and playlists (rendered per epoch) of one split."""
+
+    conversations: list[Sample] = field(default_factory=list)
+    playlists: list[list[str]] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+
+def build_splits(ds: Dataset, r: Renderer, holdout: float = 0.05, seed: int = 0
+                 ) -> tuple[Split, Split]:
+    """Render the train and validation splits.
+
+    Validation = the ``valid`` split; when it has no conversations, a seeded ``holdout`` share
+    (at least one) of train conversations is held out instead. Playlists with tracks missing
+    from the codebook or fewer than 2 tracks are skipped (counted in ``stats``).
+
+    Returns:
+        ``(train, valid)``.
+    """
+    conv = {s: [c for c in ds.conversations if c.split == s] for s in ("train", "valid")}
+    if not conv["valid"] and len(conv["train"]) > 1:
+        rng = np.random.default_rng(seed)
+        n = max(1, int(round(holdout * len(conv["train"]))))
+        held = set(rng.permutation(len(conv["train"]))[:n].tolist())
+        conv["valid"] = [c for i, c in enumerate(conv["train"]) if i in held]
+        conv["train"] = [c for i, c in enumerate(conv["train"]) if i not in held]
+        log.info("no valid conversations: holding out %d train conversations", n)
+    out = []
+    for s in ("train", "valid"):
+        split = Split()
+        truncated = 0
+        for c in conv[s]:
+            samples = r.conversation(c)
+            truncated += len(samples) > 1 or any(len(x.ids) >= r.context_length for x in samples)
+            split.conversations += samples
+        usable = [p.track_ids for p in ds.playlists if p.split == s and len(p.track_ids) >= 2]
+        split.playlists = [p for p in usable if all(t in r.codebook.row for t in p)]
+        split.stats = {"conversations": len(conv[s]), "sequences": len(split.conversations),
+                       "truncated_conversations": int(truncated),
+                       "playlists": len(split.playlists),
+                       "playlists_skipped": len(usable) - len(split.playlists)}
+        out.append(split)
+    return out[0], out[1]
+
+
+def _bucket(samples: list[Sample], batch_size: int, rng: np.random.Generator) -> list[list[Sample]]:
+    order = rng.permutation(len(samples))
+    chunk = batch_size * BUCKET_BATCHES
+    batches = []
+    for lo in range(0, len(order), chunk):
+        part = sorted(order[lo:lo + chunk], key=lambda i: len(samples[i].ids))
+        batches += [[samples[i] for i in part[j:j + batch_size]]
+                    for j in range(0, len(part), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def playlist_samples(split: Split, n: int, r: Renderer, rng: np.random.Generator) -> list[Sample]:
+    """``n`` continuation samples: playlists in seeded order (cycling), cut at random offsets."""
+    if not split.playlists or n <= 0:
+        return []
+    order = rng.permutation(len(split.playlists))
+    out = []
+    for j in range(n):
+        tracks = split.playlists[order[j % len(order)]]
+        out.append(r.playlist(tracks, int(rng.integers(1, len(tracks)))))
+    return out
+
+
+class TrainData:
+    """The training stream: epochs of bucketed batches, sharded over processes."""
+
+    def __init__(self, split: Split, r: Renderer, *, batch_size: int, playlist_share: float,
+                 seed: int, world_size: int = 1, rank: int = 0):
+        self.split, self.r, self.batch_size = split, r, batch_size
+        self.share, self.seed, self.world, self.rank = playlist_share, seed, world_size, rank
+        self.epoch, self.index = 0, 0
+        self._cache: tuple[int, list[list[Sample]]] | None = None
+
+    def epoch_batches(self, epoch: int) -> list[list[Sample]]:
+        """All batches of one epoch (same on every process), a multiple of world_size long."""
+        if self._cache and self._cache[0] == epoch:
+            return self._cache[1]
+        rng = np.random.default_rng([self.seed, epoch])
+        n_conv = len(self.split.conversations)
+        n_pl = round(self.share * n_conv) if n_conv else len(self.split.playlists)
+        samples = self.split.conversations + playlist_samples(self.split, n_pl, self.r, rng)
+        batches = _bucket(samples, self.batch_size, rng)
+        batches = batches[: len(batches) - len(batches) % self.world]
+        if not batches:
+            raise ValueError(f"not enough training sequences ({len(samples)}) for "
+                             f"{self.world} process(es)")
+        self._cache = (epoch, batches)
+        return batches
+
+    @property
+    def position(self) -> dict:
+        """Where the next batch comes from (JSON-able; see ``restore``)."""
+        return {"epoch": self.epoch, "index": self.index}
+
+    def restore(self, position: dict) -> None:
+        self.epoch, self.index = int(position["epoch"]), int(position["index"])
+
+    def next_batch(self) -> list[Sample]:
+        """This process's next micro-batch; all processes advance together."""
+        batches = self.epoch_batches(self.epoch)
+        if (self.index + 1) * self.world > len(batches):
+            self.epoch, self.index = self.epoch + 1, 0
+            batches = self.epoch_batches(self.epoch)
+        batch = batches[self.index * self.world + self.rank]
+        self.index += 1
+        return batch
+
+
+def valid_batches(split: Split, r: Renderer, batch_size: int, seed: int, limit: int
+                  ) -> list[list[Sample]]:
+    """Fixed validation batches: conversations plus one seeded cut per valid playlist, at most
+    ``limit`` batches (conversations and playlists share them in proportion)."""
+    rng = np.random.default_rng([seed, 10_007])
+    n_pl = min(len(split.playlists), max(len(split.conversations), batch_size))
+    samples = split.conversations + playlist_samples(split, n_pl, r, rng)
+    return _bucket(samples, batch_size, rng)[:limit]
+
+
+def collate(batch: list[Sample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad to the longest sequence. Returns input_ids, attention_mask, labels ([B, T]) and
+    kind ([B])."""
+    t = max(len(s.ids) for s in batch)
+    ids = torch.full((len(batch), t), pad_id, dtype=torch.int64)
+    labels = torch.full((len(batch), t), IGNORE, dtype=torch.int64)
+    att = torch.zeros((len(batch), t), dtype=torch.int64)
+    for i, s in enumerate(batch):
+        n = len(s.ids)
+        ids[i, :n] = torch.tensor(s.ids)
+        att[i, :n] = 1
+        m = torch.tensor(s.mask, dtype=torch.bool)
+        labels[i, :n] = torch.where(m, ids[i, :n], IGNORE)
+    return {"input_ids": ids, "attention_mask": att, "labels": labels,
+            "kind": torch.tensor([s.kind for s in batch])}

@@ -1,0 +1,313 @@
+"""Fine-tuning: ``setup()`` builds the pieces, ``fit()`` is the one training loop.
+
+The loss on one screen (paper, Sec. 3)::
+
+    ce   = masked next-token CE over conversation AND playlist-continuation sequences
+    sim  = mean over modalities of E_ij |cos(c_i, c_j) - cos(e_i, e_j)|
+    loss = ce + lambda * sim
+
+Runs as one process or under ``accelerate launch`` (DDP: every process takes its own shard of
+each global batch; gradients are averaged; losses are averaged over processes for logging).
+A run resumes from ``RUN/checkpoints/last`` to the same result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType, gather_object
+
+from talkplay.config import Profile, asdict
+from talkplay.data.dataset import read_dataset
+from talkplay.io import read_json, write_json
+from talkplay.lm.base import load_base
+from talkplay.lm.checkpoint import (
+    append_jsonl,
+    load_checkpoint,
+    save_checkpoint,
+    save_model,
+    save_run,
+    set_rng_state,
+    truncate_jsonl,
+)
+from talkplay.lm.vocab import MusicVocab, expand_vocabulary
+from talkplay.tokenize import grammar
+from talkplay.tokenize.codebook import Codebook
+from talkplay.train.data import PLAYLIST, Renderer, TrainData, build_splits, collate, valid_batches
+from talkplay.train.losses import IGNORE, music_self_similarity, selected_cross_entropy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Setup:
+    """The pieces ``fit`` works with."""
+
+    prof: Profile
+    run_dir: Path
+    acc: Accelerator
+    model: torch.nn.Module
+    """Prepared (DDP-wrapped when distributed); ``acc.unwrap_model(model)`` is the HF model."""
+    tokenizer: object
+    codebook: Codebook
+    vocab: MusicVocab
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    data: TrainData
+    valid: list
+    centroids: list[torch.Tensor]
+    """Per modality, K-means centroids [K_m, d_m] (constant targets of the self-sim loss)."""
+    sim_available: bool = True
+    """False under FSDP: the sharded embedding matrix is not readable outside forward."""
+    step: int = 0
+    best_val: float = math.inf
+    stats: dict | None = None
+
+
+def lr_lambda(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Learning-rate multiplier: linear warmup, then cosine / linear decay to 10%, or constant."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    frac = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "linear":
+        return 1.0 - 0.9 * frac
+    return 0.1 + 0.45 * (1.0 + math.cos(math.pi * frac))
+
+
+def setup(data_dir: str | Path, run_dir: str | Path, prof: Profile, fresh: bool = False,
+          acc: Accelerator | None = None) -> Setup:
+    """Load data, codebook and base model; expand the vocabulary; restore a checkpoint if any.
+
+    Args:
+        data_dir: dataset directory with ``tokenizer/`` (from ``talkplay tokenize``).
+        run_dir: run directory (created; resumed when it holds a checkpoint).
+        prof: resolved profile (model + train sections are used).
+        fresh: ignore an existing checkpoint.
+        acc: an Accelerator (one is made when None; bf16 autocast on GPUs, fp32 on CPU).
+    Returns:
+        ``Setup``.
+    """
+    tc, data_dir, run_dir = prof.train, Path(data_dir), Path(run_dir)
+    if acc is None:
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        # cpu=True without CUDA: lets torchrun / accelerate start several CPU processes (gloo).
+        acc = Accelerator(mixed_precision="bf16" if bf16 else "no",
+                          cpu=not torch.cuda.is_available())
+    sharded = acc.distributed_type == DistributedType.FSDP
+    if sharded and tc.self_sim_lambda > 0:
+        raise ValueError("FSDP shards the embedding matrix that the self-similarity loss reads; "
+                         "use --self-sim-lambda 0 with FSDP, or DDP / DeepSpeed ZeRO-2 "
+                         "(docs/training.md)")
+    torch.manual_seed(tc.seed)
+    ds = read_dataset(data_dir)
+    codebook = Codebook.load(data_dir / "tokenizer")
+    model, tok = load_base(prof.model)
+    vocab = expand_vocabulary(model, tok, grammar.vocabulary(codebook.k), seed=tc.seed)
+    r = Renderer(tok, codebook, vocab, tc.context_length)
+    train_split, valid_split = build_splits(ds, r, seed=tc.seed)
+    data = TrainData(train_split, r, batch_size=tc.batch_size, playlist_share=tc.playlist_share,
+                     seed=tc.seed, world_size=acc.num_processes, rank=acc.process_index)
+    valid = valid_batches(valid_split, r, tc.batch_size, tc.seed, tc.eval_batches * acc.num_processes)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
+                            betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_lambda(s, tc.warmup_steps, tc.max_steps, tc.schedule))
+    s = Setup(prof, run_dir, acc, model, tok, codebook, vocab, opt, sched, data, valid,
+              [torch.as_tensor(codebook.centroids[m], dtype=torch.float32)
+               for m in grammar.MODALITIES],
+              sim_available=not sharded,
+              stats={"train": train_split.stats, "valid": valid_split.stats})
+    ckpt = None if fresh else load_checkpoint(run_dir)
+    if ckpt is not None:
+        state, meta = ckpt
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        data.restore(meta["data_position"])
+        s.step, s.best_val = meta["step"], meta.get("best_val", math.inf)
+        saved = read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else {}
+        changed = {k for k in asdict(prof)["train"] if saved.get("train", {}).get(k) !=
+                   asdict(prof)["train"][k]} - {"max_steps", "max_minutes"}
+        if changed:
+            log.warning("resuming with changed training settings: %s", sorted(changed))
+        log.info("resumed %s at step %d", run_dir, s.step)
+    if acc.is_main_process:
+        if ckpt is None:
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            save_run(run_dir, model=model, tokenizer=tok, codebook_dir=data_dir / "tokenizer", profile=prof,
+                     data_dir=data_dir, data_stats=s.stats)
+        else:
+            truncate_jsonl(run_dir / "metrics.jsonl", s.step)
+            write_json(run_dir / "config.json", asdict(prof))
+    acc.wait_for_everyone()
+    s.model, s.optimizer = acc.prepare(model, opt)
+    s.centroids = [c.to(acc.device) for c in s.centroids]
+    return s
+
+
+def _losses(s: Setup, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CE per kept position and the self-similarity loss of one micro-batch.
+
+    Only positions whose next token is labelled (in any row) go through the LM head: user text
+    and markup need no logits, which saves the [B, T, V] tensor's memory and time.
+
+    Returns:
+        ``(ce [B, N] fp32, sim scalar, target [B, N])``; N = kept positions.
+    """
+    labels = batch["labels"]  # [B, T]
+    keep = (labels[:, 1:] != IGNORE).any(0).nonzero().flatten()  # [N] positions t
+    target = labels[:, keep + 1]  # [B, N]: the token each kept position predicts
+    with s.acc.autocast():
+        logits = s.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         use_cache=False, logits_to_keep=keep).logits  # [B, N, V]
+    ce_tok = selected_cross_entropy(logits, target)  # fp32 [B, N]
+    if not s.sim_available:
+        return ce_tok, ce_tok.new_zeros(()), target
+    emb = s.acc.unwrap_model(s.model).get_input_embeddings().weight  # [V, h]
+    ids = [s.vocab.code_ids(m).to(emb.device) for m in range(len(grammar.MODALITIES))]
+    with contextlib.nullcontext() if s.prof.train.self_sim_lambda > 0 else torch.no_grad():
+        sim = music_self_similarity(emb, s.centroids, ids)
+    return ce_tok, sim, target
+
+
+def _ce_sums(ce_tok: torch.Tensor, target: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
+    """[conv CE sum, conv labels, playlist CE sum, playlist labels] of one micro-batch."""
+    lab = (target != IGNORE).float()  # [B, N]
+    pl = (kind == PLAYLIST).float()[:, None]  # [B, 1]
+    ce = ce_tok.detach()
+    return torch.stack([(ce * lab * (1 - pl)).sum(), (lab * (1 - pl)).sum(),
+                        (ce * lab * pl).sum(), (lab * pl).sum()])
+
+
+@torch.no_grad()
+def evaluate(s: Setup) -> dict:
+    """Validation CE (conversation, playlist, all) over this process's share of the batches."""
+    s.model.eval()
+    sums = torch.zeros(4, device=s.acc.device)
+    for batch in s.valid[s.acc.process_index::s.acc.num_processes]:
+        b = {k: v.to(s.acc.device) for k, v in collate(batch, s.tokenizer.pad_token_id).items()}
+        ce_tok, _, target = _losses(s, b)
+        sums += _ce_sums(ce_tok, target, b["kind"])
+    sums = s.acc.reduce(sums, "sum")
+    s.model.train()
+    return {"val_ce": (sums[0] + sums[2]).item() / max(1.0, (sums[1] + sums[3]).item()),
+            "val_ce_conversation": sums[0].item() / max(1.0, sums[1].item()),
+            "val_ce_playlist": sums[2].item() / max(1.0, sums[3].item())}
+
+
+def fit(s: Setup, report: Callable[[dict], None] | None = None) -> dict:
+    """Train until ``max_steps`` or ``max_minutes``; checkpoint, validate, keep the best model.
+
+    Args:
+        s: from ``setup``.
+        report: called on the main process with each step's metrics row (progress display).
+    Returns:
+        Summary: last step, best validation CE, final metrics, weight checksum per process.
+    """
+    tc, acc, run = s.prof.train, s.acc, s.run_dir
+    start, rows = time.time(), []
+    s.model.train()
+    last_eval = None
+    while s.step < tc.max_steps:
+        t0 = time.time()
+        sums, sim_sum, tokens, padded = torch.zeros(4, device=acc.device), 0.0, 0, 0
+        for micro in range(tc.grad_accum):
+            batch = s.data.next_batch()
+            b = {k: v.to(acc.device) for k, v in collate(batch, s.tokenizer.pad_token_id).items()}
+            sync = micro == tc.grad_accum - 1  # DDP all-reduce only on the last micro-batch
+            with contextlib.nullcontext() if sync else acc.no_sync(s.model):
+                ce_tok, sim, target = _losses(s, b)
+                n_lab = (target != IGNORE).sum().clamp_min(1)
+                ce = ce_tok.sum() / n_lab
+                loss = ce + tc.self_sim_lambda * sim
+                acc.backward(loss / tc.grad_accum)
+            sums += _ce_sums(ce_tok, target, b["kind"])
+            sim_sum += sim.item() / tc.grad_accum
+            tokens += int(b["attention_mask"].sum())
+            padded += b["attention_mask"].numel()
+        grad_norm = acc.clip_grad_norm_(s.model.parameters(), tc.clip_grad) if tc.clip_grad else None
+        s.optimizer.step()
+        s.scheduler.step()
+        s.optimizer.zero_grad(set_to_none=True)
+        s.step += 1
+
+        g = acc.reduce(torch.tensor([*sums.tolist(), sim_sum, tokens, padded],
+                                    device=acc.device, dtype=torch.float64), "sum")
+        dt = time.time() - t0
+        row = {"step": s.step, "train_ce": (g[0] + g[2]).item() / max(1.0, (g[1] + g[3]).item()),
+               "train_ce_conversation": g[0].item() / max(1.0, g[1].item()) if g[1] else None,
+               "train_ce_playlist": g[2].item() / max(1.0, g[3].item()) if g[3] else None,
+               "self_sim": g[4].item() / acc.num_processes, "lr": s.scheduler.get_last_lr()[0],
+               "grad_norm": float(grad_norm) if grad_norm is not None else None,
+               "tokens_per_s": g[5].item() / dt, "fill": g[5].item() / g[6].item(),
+               "seconds": round(dt, 4)}
+        out_of_time = tc.max_minutes is not None and (time.time() - start) / 60 >= tc.max_minutes
+        # Every process must agree to stop, or DDP hangs on the next all-reduce.
+        out_of_time = bool(acc.reduce(torch.tensor(float(out_of_time), device=acc.device), "sum") > 0)
+        final = s.step >= tc.max_steps or out_of_time
+        if s.step % tc.eval_every == 0 or final:
+            last_eval = evaluate(s)
+            row.update(last_eval)
+            if last_eval["val_ce"] < s.best_val:
+                s.best_val = last_eval["val_ce"]
+                if acc.is_main_process:
+                    save_model(run, acc.unwrap_model(s.model), s.tokenizer)
+                row["best"] = True
+        rows.append(row)
+        if acc.is_main_process:
+            append_jsonl(run / "metrics.jsonl", [row])
+            if report:
+                report(row)
+        if s.step % tc.save_every == 0 or final:
+            if acc.is_main_process:
+                save_checkpoint(run, model=acc.unwrap_model(s.model), optimizer=s.optimizer,
+                                scheduler=s.scheduler, step=s.step,
+                                data_position=s.data.position, extra={"best_val": s.best_val})
+            acc.wait_for_everyone()
+        if out_of_time:
+            log.info("time budget of %s minutes spent at step %d", tc.max_minutes, s.step)
+            break
+    return _finish(s, rows, last_eval)
+
+
+def weights_checksum(model: torch.nn.Module) -> str:
+    """SHA-256 of all parameters (to check that processes hold identical weights)."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _finish(s: Setup, rows: list[dict], last_eval: dict | None) -> dict:
+    from talkplay.train.plot import plot_curves
+
+    acc = s.acc
+    digest = weights_checksum(acc.unwrap_model(s.model))
+    digests = gather_object([digest]) if acc.num_processes > 1 else [digest]
+    summary = {"step": s.step, "best_val_ce": s.best_val, "last": rows[-1] if rows else None,
+               "last_eval": last_eval, "num_processes": acc.num_processes,
+               "weights_sha256": list(digests), "data": s.stats}
+    if acc.is_main_process:
+        write_json(s.run_dir / "summary.json", summary)
+        plot_curves(s.run_dir / "metrics.jsonl", s.run_dir / "curves.png")
+    acc.wait_for_everyone()
+    return summary
+
+
+def train(data_dir: str | Path, run_dir: str | Path, prof: Profile, fresh: bool = False,
+          report: Callable[[dict], None] | None = None) -> dict:
+    """``setup`` + ``fit``: the whole of ``talkplay train``. Returns ``fit``'s summary."""
+    return fit(setup(data_dir, run_dir, prof, fresh=fresh), report)

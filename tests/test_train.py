@@ -1,0 +1,180 @@
+"""Training: data stream, a CPU smoke run with its files, resume after SIGKILL, two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from talkplay.config import profile
+from talkplay.lm.checkpoint import load_run
+from talkplay.lm.vocab import music_token_table
+from talkplay.train.toy import toy_dataset
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return toy_dataset(tmp_path_factory.mktemp("toy") / "data", seed=0)
+
+
+def tiny(**train) -> object:
+    prof = profile("tiny")
+    for k, v in train.items():
+        setattr(prof.train, k, v)
+    return prof
+
+
+def test_data_stream_is_deterministic_restorable_and_sharded(data):
+    from talkplay.data.dataset import read_dataset
+    from talkplay.lm.base import load_base
+    from talkplay.lm.vocab import expand_vocabulary
+    from talkplay.tokenize import grammar
+    from talkplay.tokenize.codebook import Codebook
+    from talkplay.train.data import PLAYLIST, Renderer, TrainData, build_splits
+
+    prof = tiny()
+    model, tok = load_base(prof.model)
+    cb = Codebook.load(data / "tokenizer")
+    r = Renderer(tok, cb, expand_vocabulary(model, tok, grammar.vocabulary(cb.k)), 256)
+    train, valid = build_splits(read_dataset(data), r)
+    assert train.stats["conversations"] == 20 and valid.stats["conversations"] == 4
+    assert train.playlists and valid.playlists
+
+    def stream(rank=0, world=1, restore=None, n=12):
+        d = TrainData(train, r, batch_size=3, playlist_share=0.5, seed=1, world_size=world, rank=rank)
+        if restore:
+            d.restore(restore)
+        return [[s.ids for s in d.next_batch()] for _ in range(n)], d
+
+    a, da = stream()
+    assert a == stream()[0]  # same seed, same stream (across epochs: 12 batches > one epoch)
+    assert da.epoch >= 1
+    tail, _ = stream(restore={"epoch": 0, "index": 5}, n=7)
+    assert tail == a[5:]
+    r0, r1 = stream(0, 2, n=4)[0], stream(1, 2, n=4)[0]
+    assert r0 != r1  # each rank its own shard
+    kinds = [s.kind for b in TrainData(train, r, batch_size=3, playlist_share=0.5, seed=1)
+             .epoch_batches(0) for s in b]
+    assert kinds.count(PLAYLIST) == 10  # share 0.5 of 20 conversation sequences
+
+
+def test_smoke_run_leaves_a_loadable_run_directory(data, tmp_path):
+    from talkplay.train.loop import train
+
+    run = tmp_path / "run"
+    summary = train(data, run, tiny(max_steps=6, eval_every=3, save_every=3))
+    assert summary["step"] == 6
+    for name in ("model/config.json", "tokenizer/codes.npy", "config.json", "manifest.json",
+                 "metrics.jsonl", "curves.png", "checkpoints/last/state.pt", "summary.json"):
+        assert (run / name).exists(), name
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in rows] == list(range(1, 7))
+    assert all(0.5 < x["fill"] <= 1 and x["tokens_per_s"] > 0 for x in rows)
+    assert rows[-1]["train_ce"] < rows[0]["train_ce"]
+    assert [x["step"] for x in rows if "val_ce" in x] == [3, 6]
+    assert summary["best_val_ce"] == min(x["val_ce"] for x in rows if "val_ce" in x)
+    model, tok, cb, manifest = load_run(run)
+    vocab = music_token_table(tok, cb.k)
+    assert manifest["kind"] == "run" and manifest["base"] == "tiny"
+    assert model.get_input_embeddings().weight.shape[0] == len(tok)
+    assert tok.decode(vocab.ids(cb.codes_of("t1"))) == cb.text_of("t1")
+
+
+def test_self_similarity_term_shapes_the_music_embeddings(data, tmp_path):
+    from talkplay.train.loop import train
+
+    sims = {}
+    for lam in (0.0, 5.0):
+        s = train(data, tmp_path / f"lam{lam}", tiny(max_steps=4, eval_every=4, save_every=4,
+                                                     self_sim_lambda=lam))
+        sims[lam] = s["last"]["self_sim"]
+    assert sims[5.0] < 0.8 * sims[0.0]
+
+
+def _cli(data: Path, run: Path, *extra: str) -> list[str]:
+    return [str(BIN / "talkplay"), "train", "--data", str(data), "--run-dir", str(run),
+            "--profile", "tiny", "--max-steps", "8", "--save-every", "3", "--eval-every", "4",
+            *extra]
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_uninterrupted_run(data, tmp_path):
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    subprocess.run(_cli(data, ref), check=True, env=_env(), capture_output=True)
+    proc = subprocess.Popen(_cli(data, cut), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    meta = cut / "checkpoints" / "last" / "meta.json"
+    deadline = time.time() + 120
+    while not meta.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = json.loads(meta.read_text())["step"]
+    assert 3 <= killed_at < 8
+    subprocess.run(_cli(data, cut), check=True, env=_env(), capture_output=True)
+
+    def final(run):
+        return torch.load(run / "checkpoints/last/state.pt", weights_only=False)["model"]
+
+    a, b = final(ref), final(cut)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    rows = [[json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()]
+            for r in (ref, cut)]
+    assert [x["step"] for x in rows[1]] == list(range(1, 9))
+    for x, y in zip(*rows, strict=True):
+        assert x["train_ce"] == pytest.approx(y["train_ce"], rel=1e-5)
+        assert ("val_ce" in x) == ("val_ce" in y)
+        if "val_ce" in x:
+            assert x["val_ce"] == pytest.approx(y["val_ce"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_two_processes_train_in_step(data, tmp_path):
+    if not shutil.which("torchrun", path=str(BIN)):
+        pytest.skip("torchrun not installed")
+    run = tmp_path / "ddp"
+    cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", "29517",
+           *_cli(data, run, "--max-steps", "4")]
+    out = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["num_processes"] == 2
+    a, b = summary["weights_sha256"]
+    assert a == b  # DDP kept the two replicas identical
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in rows] == [1, 2, 3, 4] and rows[-1]["train_ce"] < rows[0]["train_ce"]
+
+
+def test_cli_reports_a_missing_codebook_without_a_traceback(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = subprocess.run([str(BIN / "talkplay"), "train", "--data", str(tmp_path / "empty"),
+                          "--run", str(tmp_path / "r"), "--profile", "tiny"],
+                         capture_output=True, text=True, env=_env())
+    assert out.returncode == 2 and "talkplay tokenize" in out.stdout
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_accelerate_configs_parse():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    paths = sorted((Path(__file__).parents[1] / "configs" / "accelerate").glob("*.yaml"))
+    assert {p.stem for p in paths} >= {"ddp", "fsdp", "deepspeed_zero2"}
+    for p in paths:
+        cfg = load_config_from_file(str(p))
+        assert cfg.num_processes >= 1 and cfg.mixed_precision == "bf16", p
