@@ -1,0 +1,89 @@
+"""``talkplay train``: fine-tune the recommender LLM (works under ``accelerate launch`` too)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from talkplay.cli.app import app, console, fail
+from talkplay.config import profile as get_profile
+from talkplay.data.errors import DataError
+
+
+@app.command("train")
+def train(
+    data: Annotated[Path, typer.Option(
+        "--data", help="Dataset directory (with tokenizer/ from `talkplay tokenize`).")],
+    run: Annotated[Path, typer.Option(
+        "--run", "--run-dir", help="Run directory (resumed if it has a checkpoint). `--run-dir` "
+        "is an alias that torchrun does not mistake for its own `--run-path`.")],
+    profile: Annotated[str, typer.Option(help="tiny | small | paper.")] = "small",
+    base: Annotated[str | None, typer.Option(help="Base model: smollm2, tiny, or a HF name/path.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Wall-clock budget; saves at the end.")] = None,
+    lr: Annotated[float | None, typer.Option(help="AdamW learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Sequences per micro-batch per process.")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per optimizer step.")] = None,
+    context_length: Annotated[int | None, typer.Option(help="Tokens per sequence (paper: 1024).")] = None,
+    self_sim_lambda: Annotated[float | None, typer.Option(help="Self-similarity weight (0: off).")] = None,
+    playlist_share: Annotated[float | None, typer.Option(help="Playlist sequences per conversation.")] = None,
+    warmup_steps: Annotated[int | None, typer.Option()] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Validate every N steps.")] = None,
+    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    fresh: Annotated[bool, typer.Option(help="Start over even if RUN has a checkpoint.")] = False,
+) -> None:
+    """Fine-tune the LLM on conversations + playlist continuation + self-similarity loss."""
+    from talkplay.train.loop import fit, setup
+
+    try:
+        prof = get_profile(profile)
+    except ValueError as e:
+        fail(str(e))
+    if base is not None:
+        prof.model.base = base
+    overrides = {"max_steps": max_steps, "max_minutes": max_minutes, "lr": lr,
+                 "batch_size": batch_size, "grad_accum": grad_accum,
+                 "context_length": context_length, "self_sim_lambda": self_sim_lambda,
+                 "playlist_share": playlist_share, "warmup_steps": warmup_steps,
+                 "eval_every": eval_every, "save_every": save_every, "seed": seed}
+    for k, v in overrides.items():
+        if v is not None:
+            setattr(prof.train, k, v)
+    if not (data / "tokenizer" / "manifest.json").exists():
+        fail(f"{data}/tokenizer: no codebook (run `talkplay tokenize {data}` first)")
+    try:
+        s = setup(data, run, prof, fresh=fresh)
+    except (DataError, FileNotFoundError, KeyError, ValueError) as e:
+        fail(str(e))
+    main = s.acc.is_main_process
+    if main:
+        st = s.stats
+        console.print(f"[bold]train[/] {prof.model.base} on {data}: "
+                      f"{st['train']['sequences']} conversation sequences "
+                      f"({st['train']['truncated_conversations']} conversations split/truncated), "
+                      f"{st['train']['playlists']} playlists; valid {st['valid']['sequences']} "
+                      f"sequences; {s.acc.num_processes} process(es) on {s.acc.device}")
+        if s.step:
+            console.print(f"resuming at step {s.step}")
+    cols = [TextColumn("[progress.description]{task.description}"), BarColumn(),
+            TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}")]
+    with Progress(*cols, console=console, disable=not main) as bar:
+        task = bar.add_task("training", total=prof.train.max_steps, completed=s.step, info="")
+
+        def report(row: dict) -> None:
+            info = f"ce {row['train_ce']:.3f} sim {row['self_sim']:.3f} {row['tokens_per_s']:.0f} tok/s"
+            if "val_ce" in row:
+                info += f" val {row['val_ce']:.3f}"
+                console.log(f"step {row['step']}: train ce {row['train_ce']:.4f}, "
+                            f"val ce {row['val_ce']:.4f}{' (best)' if row.get('best') else ''}")
+            bar.update(task, completed=row["step"], info=info)
+
+        summary = fit(s, report)
+    if main:
+        console.print(f"done at step {summary['step']}: best val ce {summary['best_val_ce']:.4f}; "
+                      f"model in {run / 'model'}, curves in {run / 'curves.png'}")
