@@ -86,6 +86,8 @@ def test_dense_minilm_semantic_match_and_cache(tmp_path):
     assert rec.tracks[0].track_id == "debussy"
     rec = dense.recommend(_user("cool jazz with a trumpet"), k=3)
     assert rec.tracks[0].track_id == "miles"
+    dense.prepare([[Message("user", "songs for a rainy day")]])  # batched up front, then reused
+    assert "songs for a rainy day" in dense.embed.memo
     cached = sorted((tmp_path / "cache").glob("dense-minilm-*.npy"))
     assert len(cached) == 1
     before = np.load(cached[0])

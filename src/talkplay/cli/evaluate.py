@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Annotated
@@ -25,6 +26,20 @@ from talkplay.data.errors import DataError
 BASELINES = ("bm25", "dense", "clap", "popularity")
 KS = "1,5,10,20,100"
 TALKPLAY_MODES = {"talkplay": None, "talkplay-paper": "paper", "talkplay-beam": "beam"}
+
+
+def _quiet_libraries() -> None:
+    """Keep third-party INFO chatter (faiss loading, bm25s, model loading bars) off the table."""
+    if logging.getLogger().level <= logging.DEBUG:
+        return
+    for name in ("faiss", "faiss.loader", "bm25s", "sentence_transformers", "matplotlib", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
 
 
 def build_talkplay(run: Path | None, name: str):
@@ -102,6 +117,7 @@ def evaluate(
             raise ValueError
     except ValueError:
         fail(f"--ks must be positive integers separated by commas, got {ks!r}")
+    _quiet_libraries()
     from talkplay.evaluate.baselines import BaselineOptions
     from talkplay.evaluate.report import main_table, turn_table
     from talkplay.evaluate.run import evaluate as run_evaluate

@@ -68,6 +68,11 @@ class TagClapRecommender:
         self.description = (f"tagclap (CLAP substitute: text encoder {options.text_model} -> "
                             f"musicnn tags); {int(has_audio.sum())}/{len(ids)} tracks have audio tags")
 
+    def prepare(self, histories: list[list[Message]]) -> None:
+        """Encode every user text of the coming queries in batches (see ``evaluate.run``)."""
+        self.embed([m.content for h in histories for m in h
+                    if m.role == "user" and m.content.strip()])
+
     def query_distribution(self, history: list[Message]) -> np.ndarray:
         """The query's tag distribution float [n_tags] (sums to 1, or zeros when empty)."""
         parts = query_parts(history, decay=self.options.decay,

@@ -64,13 +64,19 @@ class HFClapRecommender:
         import torch
 
         new = [t for t in dict.fromkeys(texts) if t not in self.memo]
-        if new:
-            enc = self.tokenizer(new, padding=True, truncation=True, return_tensors="pt")
+        for start in range(0, len(new), self.options.batch_size):
+            chunk = new[start:start + self.options.batch_size]
+            enc = self.tokenizer(chunk, padding=True, truncation=True, return_tensors="pt")
             with torch.no_grad():
-                out = self.model.get_text_features(**enc)
+                out = self.model.get_text_features(**enc.to(self.model.device))
             out = getattr(out, "pooler_output", out)  # [n, d]
-            self.memo.update(zip(new, unit_rows(out.cpu().numpy()), strict=True))
+            self.memo.update(zip(chunk, unit_rows(out.cpu().numpy()), strict=True))
         return np.stack([self.memo[t] for t in texts])
+
+    def prepare(self, histories: list[list[Message]]) -> None:
+        """Encode every user text of the coming queries in batches (see ``evaluate.run``)."""
+        self.embed_texts([m.content for h in histories for m in h
+                          if m.role == "user" and m.content.strip()])
 
     def recommend(self, history: list[Message], k: int = 10,
                   exclude: set[str] | None = None) -> Recommendation:

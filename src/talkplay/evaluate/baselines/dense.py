@@ -64,6 +64,11 @@ class DenseRecommender:
         self.index = faiss.IndexFlatIP(self.vectors.shape[1])
         self.index.add(self.vectors)
 
+    def prepare(self, histories: list[list[Message]]) -> None:
+        """Encode every user text of the coming queries in batches (see ``evaluate.run``)."""
+        self.embed([m.content for h in histories for m in h
+                    if m.role == "user" and m.content.strip()])
+
     def recommend(self, history: list[Message], k: int = 10,
                   exclude: set[str] | None = None) -> Recommendation:
         parts = query_parts(history, decay=self.options.decay,
