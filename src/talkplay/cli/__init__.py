@@ -9,6 +9,7 @@ from talkplay.cli import conversations  # noqa: F401,E402
 from talkplay.cli import data_import  # noqa: F401,E402
 from talkplay.cli import embed  # noqa: F401,E402
 from talkplay.cli import evaluate  # noqa: F401,E402
+from talkplay.cli import serve  # noqa: F401,E402
 from talkplay.cli import train  # noqa: F401,E402
 
 
