@@ -43,7 +43,8 @@ def test_same_seed_same_world_other_seed_differs(world):
 
 def test_playlists_reveal_hidden_scenes_beyond_genre(world):
     idx, scene, genre = _index(world), world.latent["scene"], world.latent["genre"]
-    pairs = [(idx[a], idx[b]) for p in world.dataset.playlists for a, b in zip(p.track_ids, p.track_ids[1:])]
+    pairs = [(idx[a], idx[b]) for p in world.dataset.playlists
+             for a, b in zip(p.track_ids, p.track_ids[1:], strict=False)]  # neighbours
     a, b = np.array(pairs).T
     co_scene = np.mean(scene[a] == scene[b])
     share = np.bincount(scene) / len(scene)
