@@ -88,3 +88,22 @@ def test_summarize_warm_cold():
     assert s.warm["mrr"] == pytest.approx(1 / 3)
     assert s.cold["mrr"] == pytest.approx(0.5)
     assert s.counts == {"targets": 4, "conversations": 2, "warm_targets": 3, "cold_targets": 1}
+
+
+def test_token_matching_hand_computed():
+    from talkplay.data.schema import Track
+    from talkplay.evaluate.report import token_matching
+
+    tracks = {t.id: t for t in [Track("w1", "a"), Track("w2", "b"), Track("c1", "c", cold=True)]}
+    infos = [{"codes": [[1, 2, 3, 4, 5]], "exact_match": [True], "matched_ids": ["w1"]},
+             {"codes": [[0, 0, 0, 0, 0], [1, 1, 1, 1, 1]], "exact_match": [False, True],
+              "matched_ids": [None, "c1"]},
+             {}]
+    m = token_matching(infos, tracks)
+    assert m["generated"] == 3 and m["exact"] == 2
+    assert m["exact_share"] == pytest.approx(2 / 3)
+    # One warm match over 2 warm items; one cold match over 1 cold item.
+    assert m["warm_rate"] == pytest.approx(0.5) and m["cold_rate"] == pytest.approx(1.0)
+    assert m["warm_items_matched"] == pytest.approx(0.5) and m["cold_items"] == 1
+    assert token_matching([{}, {"other": 1}], tracks) is None
+    assert "warm_rate" not in token_matching([{"codes": [[1] * 5], "exact_match": [True]}], tracks)

@@ -108,12 +108,13 @@ class FixedRanking:
 
     name = "fixed"
 
-    def __init__(self, ranking):
+    def __init__(self, ranking, info=None):
         self.ranking = ranking
+        self.info = info or {}
 
     def recommend(self, history, k=10, exclude=None):
         ids = [t for t in self.ranking if t not in (exclude or set())][:k]
-        return Recommendation([ScoredTrack(t, -i) for i, t in enumerate(ids)])
+        return Recommendation([ScoredTrack(t, -i) for i, t in enumerate(ids)], info=self.info)
 
 
 def test_evaluate_cpcd_hand_computed(tmp_path):
@@ -130,3 +131,18 @@ def test_evaluate_cpcd_hand_computed(tmp_path):
     lines = (tmp_path / "fixed.cpcd.jsonl").read_text().splitlines()
     assert lines[2] == '{"docid": "d:2", "neighbor": [{"docid": "z1"}, {"docid": "e"}, ' \
                        '{"docid": "z2"}, {"docid": "d"}]}'
+
+
+def test_evaluate_paper_reports_token_matching(tmp_path):
+    conv = _conv("c", [(U, "q"), (M, "a"), (U, "more"), (M, "b")])
+    info = {"codes": [[1, 2, 3, 4, 5]], "exact_match": [True], "matched_ids": ["a"]}
+    res = evaluate(_ds([conv]), {"tp": FixedRanking(["b", "a"], info), "fixed": FixedRanking(["a"])},
+                   protocol="paper", ks=(1, 10), out_dir=tmp_path)
+    assert res["protocol"] == "paper" and res["targets"] == 2
+    assert res["systems"]["tp"]["token_matching"]["exact_share"] == 1.0
+    assert "token_matching" not in res["systems"]["fixed"]
+    # Target 1 (gold a): ranking b, a -> 0.5; target 2 (gold b, a excluded): b first -> 1.
+    assert res["systems"]["tp"]["micro"]["mrr"] == pytest.approx(0.75)
+    md = (tmp_path / "results.md").read_text()
+    assert "## Token matching" in md and "| tp | 2 | 1.0000 |" in md
+    assert (tmp_path / "tp.predictions.jsonl").exists()

@@ -194,7 +194,7 @@ def cpcd_targets(ds: Dataset, *, split: str = "test", seeds_per_turn: int = SEED
             end = _history_end(conv, turns, ti)
             history = [m for m in conv.messages[:end] if m.role not in ("system",)
                        and (m.role != "music" or m.content in seed_set)]
-            cold = all(tracks[g].cold for g in gold if g in tracks) and all(g in tracks for g in gold)
+            cold = all(g in tracks and tracks[g].cold for g in gold)
             out.append(Target(conv.id, ti, history, gold, seed_set, cold=cold, position=ti))
     return out
 

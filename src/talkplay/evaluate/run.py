@@ -56,9 +56,10 @@ def clean_ranking(track_ids: list[str], exclude: set[str], cluster_of: dict[str,
 
 
 def run_system(system: Recommender, targets: list[Target], *, ks: tuple[int, ...],
-               cluster_of: dict[str, str], progress: Progress | None = None
+               cluster_of: dict[str, str], progress: Progress | None = None,
+               label: str | None = None
                ) -> tuple[list[ScoredTarget], list[list[str]], list[dict], float]:
-    """Rank and score every target with one system.
+    """Rank and score every target with one system (``label`` names it in progress calls).
 
     Returns:
         (scored targets, cleaned rankings, the Recommendation.info dicts, seconds spent).
@@ -80,7 +81,7 @@ def run_system(system: Recommender, targets: list[Target], *, ks: tuple[int, ...
         rankings.append(ranking)
         infos.append(rec.info)
         if progress:
-            progress(system.name, n, len(targets))
+            progress(label or system.name, n, len(targets))
     return scored, rankings, infos, time.perf_counter() - t0
 
 
@@ -129,7 +130,7 @@ def evaluate(dataset: Dataset, systems: dict[str, Recommender], *, protocol: str
     tracks = dataset.track_index()
     for sys_name, system in systems.items():
         scored, rankings, infos, seconds = run_system(system, targets, ks=ks, cluster_of=clusters,
-                                                      progress=progress)
+                                                      progress=progress, label=sys_name)
         summary = summarize(targets=scored)
         entry = {"micro": summary.micro, "macro": summary.macro,
                  "by_turn": {str(k): v for k, v in summary.by_turn.items()},
