@@ -25,6 +25,9 @@ def _load(run: Path | None, system: str | None, data: Path | None):
 
     quiet = logging.getLogger().level > logging.DEBUG  # library chatter only with --verbose
     _quiet(quiet)
+    if system is not None:
+        import talkplay.evaluate.baselines  # noqa: F401  (bm25s resets its log level on import)
+    _quiet(quiet)
     try:
         with console.status("loading the recommender ..."):
             loaded = load_recommender(run, system, data)
