@@ -21,6 +21,7 @@ from talkplay.data.schema import Conversation, Message, Playlist, Track
 from talkplay.evaluate.baselines import SYSTEMS
 from talkplay.serve.app import create_app
 from talkplay.serve.settings import ServeSettings
+from talkplay.serve.store import SessionStore
 
 KEY = "test-key-0123456789"
 _ROWS = [  # id, title, artist, album, year, tags
@@ -144,8 +145,8 @@ def new_session(client: httpx.Client, base: str, **headers) -> tuple[str, dict]:
 def test_health_page_and_openapi(server):
     with httpx.Client() as c:
         h = c.get(f"{server.url}/api/health").json()
-        assert h == {"status": "ok", "recommender": "bm25", "tracks": len(_ROWS), "sessions": h["sessions"],
-                     "queue": h["queue"], "auth": False}
+        assert (h["status"], h["recommender"], h["tracks"], h["auth"]) == ("ok", "bm25", len(_ROWS), False)
+        assert h["queue"]["max_pending"] == 64 and h["queue"]["pending"] == 0
         page = c.get(f"{server.url}/")
         assert page.status_code == 200 and "<title>TalkPlay</title>" in page.text
         assert "http" not in page.text.replace("http-equiv", "")  # nothing external
@@ -242,6 +243,21 @@ def test_api_key_is_required_on_every_api_call(keyed, catalog):
         other = audio.replace("/nv1/", "/md2/")
         assert c.get(f"{keyed.url}{other}").status_code == 401  # a signature is for one track
         assert c.get(f"{keyed.url}/").status_code == 200  # the page itself holds no data
+
+
+def test_session_store_is_bounded_by_count_and_idle_time():
+    store = SessionStore(max_sessions=3, ttl_s=3600, max_turns=5)
+    made = [store.create() for _ in range(3)]
+    assert store.get(made[0][0], made[0][1].token) is not None  # used: now the freshest
+    store.create()  # evicts the least recently used (the second)
+    assert len(store) == 3 and store.get(made[1][0], made[1][1].token) is None
+    assert store.get(made[0][0], made[0][1].token) is not None
+    assert store.get(made[0][0], made[2][1].token) is None  # another session's token
+    store.ttl_s = 0.0
+    time.sleep(0.01)
+    assert store.get(made[0][0], made[0][1].token) is None and len(store) == 0
+    with pytest.raises(ValueError, match="at least 8"):
+        ServeSettings(api_key="short")
 
 
 def test_limits_give_clear_json_errors(server):
