@@ -185,7 +185,13 @@ def main() -> None:
         source = ["--run", str(args.run)] if args.run else ["--system", args.system]
         if data is not None:
             source += ["--data", str(data)]
-        texts = requests_from(data, 64, args.seed) if data is not None else ["some rock music"]
+        if data is None:
+            from talkplay.serve.loading import run_data_dir
+
+            data_for_texts = run_data_dir(args.run)
+        else:
+            data_for_texts = data
+        texts = requests_from(data_for_texts, 64, args.seed)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         server = subprocess.Popen([str(BIN / "talkplay"), "serve", *source, "--port", str(port)],
