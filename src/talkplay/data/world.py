@@ -24,14 +24,22 @@ Generative story (each step draws from one seeded ``numpy`` generator):
    listener of one scene and has a theme: a mood (``p_mood_playlist``), a genre
    (``p_genre_playlist``) or none. Its tracks are drawn without replacement, a share
    ``1 - p_off_scene`` from the scene and the rest from the whole catalog, weighted by
-   popularity and boosted by the theme; new releases can appear only after their release day
-   and are boosted then. Half the playlists are ordered by (noisy) tempo, like an energy arc.
+   popularity and boosted by the theme, with at most ``max_per_artist`` tracks per artist (so
+   artist names alone do not give the next track away); new releases can appear only after
+   their release day and are boosted then. Half the playlists are ordered by (noisy) tempo,
+   like an energy arc; the rest are shuffled.
 7. **Split.** The latest playlists (from the test cut-off day on) are test, so new releases
    are cold; a small valid set comes from the next latest (``chronological_split``).
 
 So text retrieval finds the genre or mood of a playlist (tags, names, lyric words), but
 only co-occurrence finds its scene: a next-track recommender that learned the playlist
-structure beats one that matches text.
+structure beats one that matches text. Measured on the default world (seed 0), next-track
+MRR over positions 3-8 of the test playlists: BM25 over "{Title} by {Artist} from {Album}
+{tags} {year}" 0.015, MiniLM dense retrieval 0.010-0.017, popularity 0.014, summed train
+co-occurrence counts 0.035, an oracle that knows the hidden scene 0.044. musicnn (MSD)
+embeddings of the clips predict the genre with 98% accuracy (5-fold logistic regression)
+and the tempo with r = 0.92. ``out/world/latent.json`` holds the hidden variables for
+analysis only.
 """
 
 from __future__ import annotations
