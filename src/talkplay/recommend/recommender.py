@@ -1,0 +1,195 @@
+"""TalkPlay as a Recommender: chat history -> music block -> ranked catalog tracks + reply.
+
+One turn:
+
+1. ``render_prompt`` lays the history out exactly as in training and ``<start_of_music>`` is
+   appended; the prompt is prefilled once (KV cache).
+2. The music block is generated first (the paper's order):
+   - ``paper`` mode samples five tokens (position i restricted to modality i; temperature,
+     top-p, top-k and repetition penalty explicit) and maps the tuple back to tracks with the
+     exact / weighted partial lookup (``CodeIndex.rank``).
+   - ``beam`` mode runs beam search over the five positions restricted to tuples that exist in
+     the catalog (``CatalogTrie``); the items of the beams, in order of model log-probability,
+     head the ranking, and the partial lookup of the best beam fills the rest.
+3. The reply is generated after the block, continuing the same cache, with music tokens banned.
+
+Tracks already in the history are excluded by default (``GenerateConfig.exclude_seen``).
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from talkplay.config import GenerateConfig
+from talkplay.data.schema import Message
+from talkplay.lm.render import render_prompt
+from talkplay.lm.vocab import MusicVocab, music_token_table
+from talkplay.recommend.constraints import CatalogTrie
+from talkplay.recommend.engine import (
+    DecodeState,
+    beam_music_block,
+    feed,
+    generate_text,
+    prefill,
+    sample_music_block,
+)
+from talkplay.recommend.protocol import Recommendation, ScoredTrack
+from talkplay.tokenize.codebook import Codebook
+from talkplay.tokenize.grammar import item_text
+from talkplay.tokenize.lookup import CodeIndex
+
+log = logging.getLogger(__name__)
+_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>")
+MODES = ("paper", "beam")
+
+
+def _stop_ids(tokenizer) -> list[int]:
+    vocab = tokenizer.get_vocab()
+    ids = {vocab[t] for t in _END_OF_TURN if t in vocab}
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return sorted(ids)
+
+
+class TalkPlayRecommender:
+    """A fine-tuned TalkPlay model behind the ``Recommender`` protocol.
+
+    Args:
+        model: causal LM with the music vocabulary (eval mode).
+        tokenizer: its tokenizer.
+        codebook: the catalog's codes (the run's copy).
+        cfg: decoding parameters; ``cfg.mode`` picks "paper" or "beam" unless ``mode`` is given.
+        mode: overrides ``cfg.mode``.
+        popularity: float [n_items] aligned with ``codebook.item_ids`` (lookup tie-break).
+        context_length: the training context length (prompts are cut to fit).
+        with_reply: generate the reply text (evaluation turns it off: ranking does not need it).
+    """
+
+    def __init__(self, model, tokenizer, codebook: Codebook, cfg: GenerateConfig | None = None,
+                 mode: str | None = None, popularity: np.ndarray | None = None,
+                 context_length: int = 1024, with_reply: bool = True) -> None:
+        self.cfg = cfg or GenerateConfig()
+        self.mode = mode or self.cfg.mode
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; expected one of {MODES}")
+        self.name = f"talkplay-{self.mode}"
+        self.model, self.tokenizer, self.codebook = model, tokenizer, codebook
+        self.vocab: MusicVocab = music_token_table(tokenizer, codebook.k)
+        self.table = self.vocab.table.numpy()
+        self.index = CodeIndex(codebook.codes, codebook.centroids, popularity)
+        self.trie = CatalogTrie(codebook.codes) if self.mode == "beam" else None
+        self.context_length = context_length
+        self.with_reply = with_reply
+        self.stop_ids = _stop_ids(tokenizer)
+        music = self.table[self.table >= 0]
+        self.banned = np.concatenate([music, [self.vocab.start, self.vocab.end]])
+        self._pop = popularity if popularity is not None else np.zeros(len(codebook.item_ids))
+
+    @classmethod
+    def from_run(cls, run: str | Path, cfg: GenerateConfig | None = None, mode: str | None = None,
+                 device: str = "auto", with_reply: bool = True) -> TalkPlayRecommender:
+        """Load a run directory written by ``talkplay train``.
+
+        Args:
+            run: the run directory.
+            cfg: decoding parameters (default: the run's saved ``generate`` config).
+            mode: "paper" or "beam" (default: ``cfg.mode``).
+            device: "auto" (CUDA when available), "cpu" or "cuda".
+            with_reply: generate reply text.
+        Returns:
+            The recommender.
+        """
+        from talkplay.config import from_dict
+        from talkplay.data.dataset import read_dataset
+        from talkplay.io import read_json
+        from talkplay.lm.checkpoint import load_run
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model, tokenizer, codebook, manifest = load_run(run, device=device)
+        saved = read_json(Path(run) / "config.json") if (Path(run) / "config.json").exists() else {}
+        if cfg is None:
+            cfg = from_dict(GenerateConfig, saved.get("generate", {}))
+        context = int(saved.get("train", {}).get("context_length", 1024))
+        popularity = None
+        data = manifest.get("data")
+        if data and Path(data, "manifest.json").exists():
+            pops = {t.id: t.popularity or 0.0 for t in read_dataset(data).tracks}
+            popularity = np.array([pops.get(t, 0.0) for t in codebook.item_ids], dtype=np.float64)
+        else:
+            log.warning("run %s: dataset %s not found; lookup ties ignore popularity", run, data)
+        return cls(model, tokenizer, codebook, cfg, mode=mode, popularity=popularity,
+                   context_length=context, with_reply=with_reply)
+
+    def prompt_ids(self, history: list[Message]) -> list[int]:
+        """Token ids of the generation prompt, ending with ``<start_of_music>``."""
+        ids = render_prompt(history, self.tokenizer, self.codebook, self.vocab,
+                            context_length=self.context_length)
+        return ids + [self.vocab.start]
+
+    @torch.inference_mode()
+    def recommend(self, history: list[Message], k: int = 10,
+                  exclude: set[str] | None = None) -> Recommendation:
+        """Rank catalog tracks for the next assistant turn (see module docstring)."""
+        excluded = set(exclude or ())
+        if self.cfg.exclude_seen:
+            excluded |= {m.content for m in history if m.role == "music"}
+        rows_out = np.array([self.codebook.row[t] for t in excluded if t in self.codebook.row],
+                            dtype=np.int64)
+        prompt = self.prompt_ids(history)
+        # Seeded per prompt: the same history gives the same answer whatever came before.
+        generator = torch.Generator().manual_seed(
+            int(self.cfg.seed) + zlib.crc32(np.asarray(prompt, dtype=np.int64).tobytes()))
+        state = prefill(self.model, prompt)
+        if self.mode == "paper":
+            sample = sample_music_block(self.model, state, self.table, self.vocab.end, self.cfg,
+                                        generator=generator)
+            codes, after = sample.codes, sample.state
+            rows, scores = self.index.rank(codes, k, exclude_rows=rows_out)
+            ranked = list(zip(rows.tolist(), scores.tolist(), strict=True))
+        else:
+            beams = beam_music_block(self.model, state, self.trie, self.table,
+                                     max(self.cfg.num_beams, 1))
+            codes = beams[0][0]
+            ranked = self._beam_ranking(beams, k, set(rows_out.tolist()))
+            after = state
+            for tid in self.vocab.ids(codes)[1:]:  # the chosen block, then <end_of_music>
+                after = feed(self.model, after, tid)
+        exact = self.index.exact(codes)
+        info = {"codes": [list(codes)], "exact_match": [len(exact) > 0],
+                "matched_ids": [self.codebook.item_ids[int(exact[0])] if len(exact) else None],
+                "mode": self.mode}
+        tracks = [ScoredTrack(self.codebook.item_ids[r], float(s),
+                              item_text(self.codebook.codes[r].tolist())) for r, s in ranked]
+        reply = self._reply(after, generator) if self.with_reply else ""
+        return Recommendation(tracks=tracks[:k], reply=reply, info=info)
+
+    def _beam_ranking(self, beams: list[tuple[tuple[int, ...], float]], k: int,
+                      excluded: set[int]) -> list[tuple[int, float]]:
+        """Items of each beam tuple (popular first) by beam log-prob; partial lookup fills."""
+        out: list[tuple[int, float]] = []
+        taken = set(excluded)
+        for codes, logprob in beams:
+            rows = sorted(self.index.exact(codes).tolist(), key=lambda r: (-self._pop[r], r))
+            for r in rows:
+                if r not in taken:
+                    out.append((r, logprob))
+                    taken.add(r)
+            if len(out) >= k:
+                return out[:k]
+        floor = (beams[-1][1] if beams else 0.0) - 1.0
+        rows, scores = self.index.rank(beams[0][0], k - len(out),
+                                       exclude_rows=np.fromiter(taken, dtype=np.int64))
+        # Fill scores stay below every beam score and keep the lookup's order.
+        out += [(int(r), floor - i) for i, r in enumerate(rows.tolist())]
+        return out
+
+    def _reply(self, state: DecodeState, generator: torch.Generator) -> str:
+        ids = generate_text(self.model, state, self.cfg, self.stop_ids, self.cfg.max_reply_tokens,
+                            banned_ids=self.banned, generator=generator)
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
