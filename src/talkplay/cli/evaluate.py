@@ -63,7 +63,10 @@ def build_talkplay(run: Path | None, name: str):
     if cfg_path.exists():
         gen = from_dict(GenerateConfig, read_json(cfg_path).get("generate", {}))
     mode = TALKPLAY_MODES[name] or gen.mode
-    rec = TalkPlayRecommender.from_run(run, gen, mode=mode)
+    try:
+        rec = TalkPlayRecommender.from_run(run, gen, mode=mode)
+    except OSError as e:  # missing or unreadable run files
+        raise DataError(f"cannot load the run for {name!r}: {e}", file=str(run)) from e
     rec.name = name
     return rec
 

@@ -31,6 +31,9 @@ class BM25Recommender:
         self.text_of = dict(zip(ids, texts, strict=True))
         self.retriever = bm25s.BM25(k1=1.5, b=0.75)
         self.retriever.index(_tokens(texts), show_progress=False)
+        self.description = (f"BM25 (bm25s, k1=1.5, b=0.75) over title/artist/album/tags/year; query = "
+                            f"user turns (decay {options.decay}/turn) + history tracks "
+                            f"(x{options.track_weight})")
 
     def scores(self, history: list[Message]) -> np.ndarray:
         """Weighted BM25 scores of every catalog track, float [n_items]."""

@@ -63,6 +63,8 @@ class DenseRecommender:
         self.options = options
         self.index = faiss.IndexFlatIP(self.vectors.shape[1])
         self.index.add(self.vectors)
+        self.description = (f"dense retrieval, text encoder {options.text_model}, faiss inner "
+                            f"product; query = weighted user turns + history track vectors")
 
     def prepare(self, histories: list[list[Message]]) -> None:
         """Encode every user text of the coming queries in batches (see ``evaluate.run``)."""

@@ -23,6 +23,7 @@ class PopularityRecommender:
         self.ids = ids
         self.popularity = popularity
         self.source = source
+        self.description = f"most popular first ({source}), ignores the conversation"
 
     def recommend(self, history: list[Message], k: int = 10,
                   exclude: set[str] | None = None) -> Recommendation:
