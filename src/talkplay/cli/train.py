@@ -37,7 +37,11 @@ def train(
     fresh: Annotated[bool, typer.Option(help="Start over even if RUN has a checkpoint.")] = False,
 ) -> None:
     """Fine-tune the LLM on conversations + playlist continuation + self-similarity loss."""
+    from transformers.utils import logging as hf_logging
+
     from talkplay.train.loop import fit, setup
+
+    hf_logging.disable_progress_bar()  # our own progress bar is the one to watch
 
     try:
         prof = get_profile(profile)

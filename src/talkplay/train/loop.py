@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import logging
 import math
 import time
@@ -66,6 +67,8 @@ class Setup:
     valid: list
     centroids: list[torch.Tensor]
     """Per modality, K-means centroids [K_m, d_m] (constant targets of the self-sim loss)."""
+    keep_logits: bool = True
+    """The model's forward takes ``logits_to_keep`` (most HF causal LMs do)."""
     sim_available: bool = True
     """False under FSDP: the sharded embedding matrix is not readable outside forward."""
     step: int = 0
@@ -126,6 +129,7 @@ def setup(data_dir: str | Path, run_dir: str | Path, prof: Profile, fresh: bool 
     s = Setup(prof, run_dir, acc, model, tok, codebook, vocab, opt, sched, data, valid,
               [torch.as_tensor(codebook.centroids[m], dtype=torch.float32)
                for m in grammar.MODALITIES],
+              keep_logits="logits_to_keep" in inspect.signature(model.forward).parameters,
               sim_available=not sharded,
               stats={"train": train_split.stats, "valid": valid_split.stats})
     ckpt = None if fresh else load_checkpoint(run_dir)
@@ -169,9 +173,12 @@ def _losses(s: Setup, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     labels = batch["labels"]  # [B, T]
     keep = (labels[:, 1:] != IGNORE).any(0).nonzero().flatten()  # [N] positions t
     target = labels[:, keep + 1]  # [B, N]: the token each kept position predicts
+    extra = {"logits_to_keep": keep} if s.keep_logits else {}
     with s.acc.autocast():
         logits = s.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                         use_cache=False, logits_to_keep=keep).logits  # [B, N, V]
+                         use_cache=False, **extra).logits  # [B, N, V] (or [B, T, V])
+    if not s.keep_logits:
+        logits = logits[:, keep]
     ce_tok = selected_cross_entropy(logits, target)  # fp32 [B, N]
     if not s.sim_available:
         return ce_tok, ce_tok.new_zeros(()), target
@@ -229,6 +236,8 @@ def fit(s: Setup, report: Callable[[dict], None] | None = None) -> dict:
             sync = micro == tc.grad_accum - 1  # DDP all-reduce only on the last micro-batch
             with contextlib.nullcontext() if sync else acc.no_sync(s.model):
                 ce_tok, sim, target = _losses(s, b)
+                # Mean over this micro-batch's labels; micro-batches weigh equally (as in
+                # litgpt/nanoGPT), so accumulation matches a larger batch only approximately.
                 n_lab = (target != IGNORE).sum().clamp_min(1)
                 ce = ce_tok.sum() / n_lab
                 loss = ce + tc.self_sim_lambda * sim
@@ -238,6 +247,7 @@ def fit(s: Setup, report: Callable[[dict], None] | None = None) -> dict:
             tokens += int(b["attention_mask"].sum())
             padded += b["attention_mask"].numel()
         grad_norm = acc.clip_grad_norm_(s.model.parameters(), tc.clip_grad) if tc.clip_grad else None
+        lr = s.scheduler.get_last_lr()[0]  # the rate this step uses
         s.optimizer.step()
         s.scheduler.step()
         s.optimizer.zero_grad(set_to_none=True)
@@ -249,7 +259,7 @@ def fit(s: Setup, report: Callable[[dict], None] | None = None) -> dict:
         row = {"step": s.step, "train_ce": (g[0] + g[2]).item() / max(1.0, (g[1] + g[3]).item()),
                "train_ce_conversation": g[0].item() / max(1.0, g[1].item()) if g[1] else None,
                "train_ce_playlist": g[2].item() / max(1.0, g[3].item()) if g[3] else None,
-               "self_sim": g[4].item() / acc.num_processes, "lr": s.scheduler.get_last_lr()[0],
+               "self_sim": g[4].item() / acc.num_processes, "lr": lr,
                "grad_norm": float(grad_norm) if grad_norm is not None else None,
                "tokens_per_s": g[5].item() / dt, "fill": g[5].item() / g[6].item(),
                "seconds": round(dt, 4)}

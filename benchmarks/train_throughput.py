@@ -1,0 +1,140 @@
+"""Training throughput: our loop (talkplay.train.loop.fit) against a plain Hugging Face Trainer.
+
+Same model (the base with music tokens added), same batches in the same order, same batch size,
+optimizer (AdamW), learning rate, clipping and precision; measured in one invocation. Each
+system runs in its own child process so that peak memory (max RSS) is its own. Throughput =
+non-padding tokens per second over the steps after the first (warm-up) step.
+
+    python benchmarks/train_throughput.py --base smollm2 --steps 4 --batch-size 4
+
+Prints both rows and the ratio ours / Trainer (> 1: ours is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _profile(args):
+    from talkplay.config import profile
+
+    prof = profile("tiny")
+    prof.model.base = args.base
+    t = prof.train
+    t.max_steps, t.batch_size, t.grad_accum = args.steps, args.batch_size, 1
+    t.lr, t.warmup_steps, t.context_length = 1e-4, 0, args.context_length
+    t.eval_every = t.save_every = 10**9  # the final evaluation/save happen after timing ends
+    return prof
+
+
+def run_ours(args, work: Path) -> dict:
+    from talkplay.train.loop import fit, setup
+
+    s = setup(args.data, work / "ours", _profile(args))
+    fit(s)
+    rows = [json.loads(x) for x in (work / "ours" / "metrics.jsonl").read_text().splitlines()]
+    timed = rows[1:] or rows
+    tokens = sum(r["tokens_per_s"] * r["seconds"] for r in timed)
+    return {"tokens_per_s": tokens / sum(r["seconds"] for r in timed),
+            "train_ce": [round(r["train_ce"], 4) for r in rows]}
+
+
+def run_trainer(args, work: Path) -> dict:
+    import torch
+    from torch.utils.data import IterableDataset
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from talkplay.train.data import collate
+    from talkplay.train.loop import setup
+
+    s = setup(args.data, work / "hf", _profile(args))
+    model = s.acc.unwrap_model(s.model)
+    pad = s.tokenizer.pad_token_id
+    batches = [s.data.next_batch() for _ in range(args.steps)]  # the batches ours trains on
+
+    class Ordered(IterableDataset):  # Trainer does not shuffle an IterableDataset
+        def __iter__(self):
+            for b in batches:
+                yield from b
+
+    def collator(samples):
+        from talkplay.train.data import Sample
+
+        b = collate([Sample(x.ids, x.mask, x.kind) for x in samples], pad)
+        return {k: b[k] for k in ("input_ids", "attention_mask", "labels")}
+
+    stamps, tokens = [], [int(collator(b)["attention_mask"].sum()) for b in batches]
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            stamps.append([time.perf_counter()])
+
+        def on_step_end(self, *a, **k):
+            stamps[-1].append(time.perf_counter())
+
+    targs = TrainingArguments(
+        output_dir=str(work / "hf_out"), per_device_train_batch_size=args.batch_size,
+        max_steps=args.steps, learning_rate=1e-4, warmup_steps=0, lr_scheduler_type="cosine",
+        adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0, logging_steps=1,
+        save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available(), dataloader_num_workers=0, remove_unused_columns=False,
+        disable_tqdm=True, seed=0)
+    trainer = Trainer(model=model, args=targs, train_dataset=Ordered(), data_collator=collator,
+                      callbacks=[Clock()])
+    trainer.train()
+    losses = [round(h["loss"], 4) for h in trainer.state.log_history if "loss" in h]
+    steps = list(zip(stamps, tokens, strict=True))[1:] or list(zip(stamps, tokens, strict=True))
+    return {"tokens_per_s": sum(n for _, n in steps) / sum(b - a for (a, b), _ in steps),
+            "train_ce": losses}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, default=None,
+                   help="dataset with tokenizer/ (default: a toy dataset in a temp dir)")
+    p.add_argument("--base", default="smollm2")
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--context-length", type=int, default=512)
+    p.add_argument("--trainer-first", action="store_true", help="run the Trainer first")
+    p.add_argument("--only", choices=["ours", "trainer"], help=argparse.SUPPRESS)
+    p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.only:  # child process: one system, print one JSON line
+        out = (run_ours if args.only == "ours" else run_trainer)(args, args.work)
+        out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print("RESULT " + json.dumps(out))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if args.data is None:
+            from talkplay.train.toy import toy_dataset
+
+            args.data = toy_dataset(work / "data", n_conversations=48, turns=4)
+        res = {}
+        for name in ("trainer", "ours") if args.trainer_first else ("ours", "trainer"):
+            cmd = [sys.executable, __file__, "--only", name, "--work", str(work),
+                   "--data", str(args.data), "--base", args.base, "--steps", str(args.steps),
+                   "--batch-size", str(args.batch_size), "--context-length",
+                   str(args.context_length)]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+            if out.returncode or not line:
+                sys.exit(f"{name} failed:\n{out.stderr[-4000:]}")
+            res[name] = json.loads(line[-1][7:])
+    for name, r in res.items():
+        print(f"{name:8s} {r['tokens_per_s']:9.1f} tokens/s  peak RSS {r['peak_rss_gb']:.2f} GB  "
+              f"loss {r['train_ce']}")
+    print(f"ratio ours / Trainer: {res['ours']['tokens_per_s'] / res['trainer']['tokens_per_s']:.2f}x "
+          f"throughput, {res['ours']['peak_rss_gb'] / res['trainer']['peak_rss_gb']:.2f}x peak memory")
+
+
+if __name__ == "__main__":
+    main()
