@@ -4,6 +4,9 @@ It drives any Hugging Face causal LM (``model(input_ids=..., cache=..., use_cach
 ``past_key_values=`` before transformers 5, returning ``.logits`` and the updated cache) and needs only a music token-id table
 (``constraints.music_id_table``: int64 [5, K_max + 1], last column = the none token, -1 = no token).
 The prompt is prefilled once; every later step feeds one token per sequence through the KV cache.
+``extend`` feeds several known tokens in one forward, and ``continue_prompt`` turns the state of
+an earlier prompt into the state of a new one by reusing their common prefix (multi-turn chats:
+turn t's prompt extends turn t-1's), so only the new suffix is computed.
 
 - ``sample_music_block``: the paper's decoding. Five tokens, position i restricted to modality i's
   tokens (any code, or only catalog continuations when a trie is given), then ``end_id`` forced.
@@ -118,6 +121,75 @@ def feed(model, state: DecodeState, token_id: int) -> DecodeState:
     return state
 
 
+def extend(model, state: DecodeState, token_ids: Sequence[int]) -> DecodeState:
+    """Append several tokens to ``state`` (in place) in one forward pass and return it.
+
+    Args:
+        model: a Hugging Face causal LM.
+        state: the state to advance.
+        token_ids: the tokens to append (at least one).
+    Returns:
+        ``state``, with the logits after the last appended token.
+    """
+    ids = [int(i) for i in token_ids]
+    if not ids:
+        raise ValueError("nothing to append")
+    logits, state.cache = _forward(model, torch.tensor([ids]), state.cache)
+    state.logits = logits[0]
+    state.ids.extend(ids)
+    return state
+
+
+def copy_state(state: DecodeState) -> DecodeState:
+    """An independent copy of ``state`` (its cache included): advancing one leaves the other."""
+    return DecodeState(copy.deepcopy(state.cache), state.logits, list(state.ids))
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token-id sequences."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    diff = np.flatnonzero(np.asarray(a[:n], dtype=np.int64) != np.asarray(b[:n], dtype=np.int64))
+    return int(diff[0]) if len(diff) else n
+
+
+def continue_prompt(model, state: DecodeState, prompt_ids: Sequence[int]) -> DecodeState:
+    """The state after ``prompt_ids``, reusing ``state``'s cache for their common prefix.
+
+    The cached positions of the common prefix are kept (the cache is cut after it when
+    ``state`` went further) and only the rest of ``prompt_ids`` is run, in one forward. At least
+    the last prompt token is always run unless the prompts are equal, so the next-token logits
+    are fresh. Logits agree with ``prefill(model, prompt_ids)`` up to float rounding (the
+    same positions computed in two chunks instead of one).
+
+    Args:
+        model: a Hugging Face causal LM.
+        state: an earlier state (left unchanged).
+        prompt_ids: the new prompt.
+    Returns:
+        A new state; a plain ``prefill`` when nothing can be reused (no common prefix, or a
+        cache that cannot be cut).
+    """
+    ids = [int(i) for i in prompt_ids]
+    if not ids:
+        raise ValueError("the prompt is empty")
+    if ids == state.ids:
+        return copy_state(state)
+    keep = min(common_prefix(state.ids, ids), len(ids) - 1)
+    if keep == 0:
+        return prefill(model, ids)
+    if keep < len(state.ids):
+        if not hasattr(state.cache, "crop"):  # legacy tuple caches cannot be cut
+            return prefill(model, ids)
+        new = DecodeState(copy.deepcopy(state.cache), state.logits, state.ids[:keep])
+        # A negative count removes that many positions (transformers 4.x and 5 agree on it).
+        new.cache.crop(keep - len(state.ids))
+    else:
+        new = copy_state(state)
+    return extend(model, new, ids[keep:])
+
+
 def _state(model, prompt: Sequence[int] | DecodeState) -> DecodeState:
     return prompt if isinstance(prompt, DecodeState) else prefill(model, prompt)
 
@@ -184,7 +256,7 @@ def _table(music_ids) -> np.ndarray:
 
 def sample_music_block(model, prompt: Sequence[int] | DecodeState, music_ids: np.ndarray,
                        end_id: int, cfg: Sampling, generator: torch.Generator | None = None,
-                       trie: Trie | None = None) -> MusicSample:
+                       trie: Trie | None = None, finish: bool = True) -> MusicSample:
     """Sample one well-formed music block: five modality tokens, then ``end_id``.
 
     Args:
@@ -197,6 +269,9 @@ def sample_music_block(model, prompt: Sequence[int] | DecodeState, music_ids: np
         generator: random source; a fresh one seeded with ``cfg.seed`` when omitted.
         trie: when given, only catalog continuations are allowed (constrained sampling);
             otherwise any code of each modality (the paper).
+        finish: feed the fifth token and ``end_id`` so that the state can be continued (the
+            reply). False saves those two forward passes when only the codes are needed; the
+            state then ends after the fourth token.
     Returns:
         MusicSample with the codes, the token ids and the state after ``end_id``.
     """
@@ -205,15 +280,38 @@ def sample_music_block(model, prompt: Sequence[int] | DecodeState, music_ids: np
     gen = generator if generator is not None else torch.Generator().manual_seed(int(cfg.seed))
     state = _state(model, prompt)
     codes: list[int] = []
+    chosen: list[int] = []
     for pos in range(_N):
         ids, pos_codes = _candidates(table, pos, tuple(codes), trie)
         cand = torch.from_numpy(ids)
         logits = _penalise(state.logits[cand], cand, set(state.ids), cfg.repetition_penalty)
         j = _pick(logits, cfg, gen)
         codes.append(int(pos_codes[j]))
-        feed(model, state, int(ids[j]))
-    feed(model, state, int(end_id))
-    return MusicSample(codes=tuple(codes), token_ids=state.ids[-_N - 1:], state=state)
+        chosen.append(int(ids[j]))
+        if pos < _N - 1 or finish:
+            feed(model, state, chosen[-1])
+    if finish:
+        feed(model, state, int(end_id))
+    return MusicSample(codes=tuple(codes), token_ids=chosen + [int(end_id)], state=state)
+
+
+def _reorder_suffix(cache, beam_idx: torch.Tensor, n: int) -> None:
+    """Reorder the beams of ``cache`` where only its last ``n`` positions differ between rows.
+
+    Every row shares the prompt, so permuting the prompt's positions (``reorder_cache``: a copy
+    of [B, heads, T, d] per layer and step) changes nothing; only the generated suffix moves.
+    Falls back to ``reorder_cache`` for caches without per-layer ``keys``/``values`` tensors.
+    """
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(isinstance(getattr(x, "keys", None), torch.Tensor)
+                             and isinstance(getattr(x, "values", None), torch.Tensor)
+                             and x.keys.dim() == 4 and x.keys.shape[0] == len(beam_idx)
+                             and x.keys.shape[-2] >= n for x in layers):
+        cache.reorder_cache(beam_idx)
+        return
+    for layer in layers:  # keys, values: [B, heads, T, d]; indexing copies before the write
+        layer.keys[:, :, -n:] = layer.keys[beam_idx, :, -n:]
+        layer.values[:, :, -n:] = layer.values[beam_idx, :, -n:]
 
 
 @torch.inference_mode()
@@ -264,8 +362,10 @@ def beam_music_block(model, prompt: Sequence[int] | DecodeState, trie: Trie,
         prefixes = [prefixes[int(parent[i])] + (int(code[i]),) for i in best]
         scores = total[best]
         last = tok[best]
-        if pos < _N - 1:
-            cache.reorder_cache(parent[best].to(_device(model)))  # pos 0: expands 1 -> B rows
+        if pos == 0:
+            cache.reorder_cache(parent[best].to(_device(model)))  # expands 1 -> B rows
+        elif pos < _N - 1:
+            _reorder_suffix(cache, parent[best].to(_device(model)), pos)
     return [(p, float(s)) for p, s in zip(prefixes, scores.tolist(), strict=True)]
 
 
@@ -307,5 +407,6 @@ def generate_text(model, prompt: Sequence[int] | DecodeState, cfg: Sampling,
     return out
 
 
-__all__ = ["DecodeState", "MusicSample", "Sampling", "beam_music_block", "feed",
-           "generate_text", "prefill", "sample_music_block"]
+__all__ = ["DecodeState", "MusicSample", "Sampling", "beam_music_block", "common_prefix",
+           "continue_prompt", "copy_state", "extend", "feed", "generate_text", "prefill",
+           "sample_music_block"]

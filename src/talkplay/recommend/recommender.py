@@ -3,7 +3,12 @@
 One turn:
 
 1. ``render_prompt`` lays the history out exactly as in training and ``<start_of_music>`` is
-   appended; the prompt is prefilled once (KV cache).
+   appended; the prompt is prefilled once (KV cache). In a conversation turn t's prompt extends
+   turn t-1's (the previous prompt ends with ``<start_of_music>`` and the assistant turn starts
+   with its music block), so a small LRU of prompt states (``cache_size``) lets the prompt reuse
+   the longest common prefix of a recent one and run only the new tokens
+   (``engine.continue_prompt``). Results are the same with and without it (the logits differ
+   only by float rounding; tests/test_recommender_cache.py).
 2. The music block is generated first (the paper's order):
    - ``paper`` mode samples five tokens (position i restricted to modality i; temperature,
      top-p, top-k and repetition penalty explicit) and maps the tuple back to tracks with the
@@ -12,6 +17,8 @@ One turn:
      the catalog (``CatalogTrie``); the items of the beams, in order of model log-probability,
      head the ranking, and the partial lookup of the best beam fills the rest.
 3. The reply is generated after the block, continuing the same cache, with music tokens banned.
+   Without a reply nothing after the choice is run (the paper mode's last two tokens, the beam's
+   chosen block); with one, the beam's chosen block is fed in one forward pass.
 
 Tracks already in the history are excluded by default (``GenerateConfig.exclude_seen``).
 """
@@ -19,7 +26,9 @@ Tracks already in the history are excluded by default (``GenerateConfig.exclude_
 from __future__ import annotations
 
 import logging
+import threading
 import zlib
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +42,10 @@ from talkplay.recommend.constraints import CatalogTrie
 from talkplay.recommend.engine import (
     DecodeState,
     beam_music_block,
-    feed,
+    common_prefix,
+    continue_prompt,
+    copy_state,
+    extend,
     generate_text,
     prefill,
     sample_music_block,
@@ -68,11 +80,14 @@ class TalkPlayRecommender:
         popularity: float [n_items] aligned with ``codebook.item_ids`` (lookup tie-break).
         context_length: the training context length (prompts are cut to fit).
         with_reply: generate the reply text (evaluation turns it off: ranking does not need it).
+        cache_size: prompt states kept for prefix reuse (0 disables). Each holds one sequence's
+            KV cache (SmolLM2-135M fp32: about 46 KB per token).
     """
 
     def __init__(self, model, tokenizer, codebook: Codebook, cfg: GenerateConfig | None = None,
                  mode: str | None = None, popularity: np.ndarray | None = None,
-                 context_length: int = 1024, with_reply: bool = True) -> None:
+                 context_length: int = 1024, with_reply: bool = True,
+                 cache_size: int = 8) -> None:
         self.cfg = cfg or GenerateConfig()
         self.mode = mode or self.cfg.mode
         if self.mode not in MODES:
@@ -89,10 +104,18 @@ class TalkPlayRecommender:
         music = self.table[self.table >= 0]
         self.banned = np.concatenate([music, [self.vocab.start, self.vocab.end]])
         self._pop = popularity if popularity is not None else np.zeros(len(codebook.item_ids))
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
+        self.cache_size = cache_size
+        self._states: OrderedDict[tuple[int, ...], DecodeState] = OrderedDict()
+        self._lock = threading.Lock()
+        self.cache_stats = {"hits": 0, "reused_tokens": 0, "prompt_tokens": 0}
+        """Prompts that reused a cached prefix, and tokens reused / seen in all (benchmarks)."""
 
     @classmethod
     def from_run(cls, run: str | Path, cfg: GenerateConfig | None = None, mode: str | None = None,
-                 device: str = "auto", with_reply: bool = True) -> TalkPlayRecommender:
+                 device: str = "auto", with_reply: bool = True,
+                 cache_size: int = 8) -> TalkPlayRecommender:
         """Load a run directory written by ``talkplay train``.
 
         Args:
@@ -101,6 +124,7 @@ class TalkPlayRecommender:
             mode: "paper" or "beam" (default: ``cfg.mode``).
             device: "auto" (CUDA when available), "cpu" or "cuda".
             with_reply: generate reply text.
+            cache_size: prompt states kept for prefix reuse (0 disables).
         Returns:
             The recommender.
         """
@@ -124,7 +148,7 @@ class TalkPlayRecommender:
         else:
             log.warning("run %s: dataset %s not found; lookup ties ignore popularity", run, data)
         return cls(model, tokenizer, codebook, cfg, mode=mode, popularity=popularity,
-                   context_length=context, with_reply=with_reply)
+                   context_length=context, with_reply=with_reply, cache_size=cache_size)
 
     def prompt_ids(self, history: list[Message]) -> list[int]:
         """Token ids of the generation prompt, ending with ``<start_of_music>``."""
@@ -145,21 +169,24 @@ class TalkPlayRecommender:
         # Seeded per prompt: the same history gives the same answer whatever came before.
         generator = torch.Generator().manual_seed(
             int(self.cfg.seed) + zlib.crc32(np.asarray(prompt, dtype=np.int64).tobytes()))
-        state = prefill(self.model, prompt)
+        state = self._prompt_state(prompt)
         if self.mode == "paper":
-            sample = sample_music_block(self.model, state, self.table, self.vocab.end, self.cfg,
-                                        generator=generator)
+            # Sampling advances its state in place: never hand it the cached one.
+            sample = sample_music_block(self.model, copy_state(state) if self.cache_size else state,
+                                        self.table, self.vocab.end, self.cfg,
+                                        generator=generator, finish=self.with_reply)
             codes, after = sample.codes, sample.state
             rows, scores = self.index.rank(codes, k, exclude_rows=rows_out)
             ranked = list(zip(rows.tolist(), scores.tolist(), strict=True))
         else:
             beams = beam_music_block(self.model, state, self.trie, self.table,
-                                     max(self.cfg.num_beams, 1))
+                                     max(self.cfg.num_beams, 1))  # leaves ``state`` unchanged
             codes = beams[0][0]
             ranked = self._beam_ranking(beams, k, set(rows_out.tolist()))
             after = state
-            for tid in self.vocab.ids(codes)[1:]:  # the chosen block, then <end_of_music>
-                after = feed(self.model, after, tid)
+            if self.with_reply:  # the chosen block, then <end_of_music>, in one forward
+                after = extend(self.model, copy_state(state) if self.cache_size else state,
+                               self.vocab.ids(codes)[1:])
         exact = self.index.exact(codes)
         info = {"codes": [list(codes)], "exact_match": [len(exact) > 0],
                 "matched_ids": [self.codebook.item_ids[int(exact[0])] if len(exact) else None],
@@ -168,6 +195,46 @@ class TalkPlayRecommender:
                               item_text(self.codebook.codes[r].tolist())) for r, s in ranked]
         reply = self._reply(after, generator) if self.with_reply else ""
         return Recommendation(tracks=tracks[:k], reply=reply, info=info)
+
+    def _prompt_state(self, prompt: list[int]) -> DecodeState:
+        """The state after ``prompt``, reusing the cached state with the longest common prefix.
+
+        The returned state may be the cached object itself: callers copy before advancing it.
+        """
+        if self.cache_size == 0:
+            return prefill(self.model, prompt)
+        key = tuple(prompt)
+        with self._lock:
+            self.cache_stats["prompt_tokens"] += len(prompt)
+            if key in self._states:
+                self._states.move_to_end(key)
+                self.cache_stats["hits"] += 1
+                self.cache_stats["reused_tokens"] += len(prompt)
+                return self._states[key]
+            best, best_n = None, 0
+            for ids, st in self._states.items():
+                n = common_prefix(ids, prompt)
+                if n > best_n:
+                    best, best_n = st, n
+        if best is None:
+            state = prefill(self.model, prompt)
+        else:
+            state = continue_prompt(self.model, best, prompt)
+            with self._lock:
+                self.cache_stats["hits"] += 1
+                self.cache_stats["reused_tokens"] += min(best_n, len(prompt) - 1)
+        with self._lock:
+            self._states[key] = state
+            self._states.move_to_end(key)
+            while len(self._states) > self.cache_size:
+                self._states.popitem(last=False)
+        return state
+
+    def clear_cache(self) -> None:
+        """Forget every cached prompt state (and reset ``cache_stats``)."""
+        with self._lock:
+            self._states.clear()
+            self.cache_stats = {"hits": 0, "reused_tokens": 0, "prompt_tokens": 0}
 
     def _beam_ranking(self, beams: list[tuple[tuple[int, ...], float]], k: int,
                       excluded: set[int]) -> list[tuple[int, float]]:
