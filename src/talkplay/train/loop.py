@@ -122,8 +122,9 @@ def setup(data_dir: str | Path, run_dir: str | Path, prof: Profile, fresh: bool 
     data = TrainData(train_split, r, batch_size=tc.batch_size, playlist_share=tc.playlist_share,
                      seed=tc.seed, world_size=acc.num_processes, rank=acc.process_index)
     valid = valid_batches(valid_split, r, tc.batch_size, tc.seed, tc.eval_batches * acc.num_processes)
+    # Fused AdamW (one kernel for all parameters; CPU and CUDA) is what HF Trainer uses too.
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
-                            betas=(0.9, 0.95))
+                            betas=(0.9, 0.95), fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_lambda(s, tc.warmup_steps, tc.max_steps, tc.schedule))
     s = Setup(prof, run_dir, acc, model, tok, codebook, vocab, opt, sched, data, valid,
@@ -262,7 +263,7 @@ def fit(s: Setup, report: Callable[[dict], None] | None = None) -> dict:
                "self_sim": g[4].item() / acc.num_processes, "lr": lr,
                "grad_norm": float(grad_norm) if grad_norm is not None else None,
                "tokens_per_s": g[5].item() / dt, "fill": g[5].item() / g[6].item(),
-               "seconds": round(dt, 4)}
+               "seconds": round(dt, 4), "elapsed_s": round(time.time() - start, 3)}
         out_of_time = tc.max_minutes is not None and (time.time() - start) / 60 >= tc.max_minutes
         # Every process must agree to stop, or DDP hangs on the next all-reduce.
         out_of_time = bool(acc.reduce(torch.tensor(float(out_of_time), device=acc.device), "sum") > 0)
