@@ -11,6 +11,7 @@ from talkplay.cli import embed  # noqa: F401,E402
 from talkplay.cli import evaluate  # noqa: F401,E402
 from talkplay.cli import serve  # noqa: F401,E402
 from talkplay.cli import train  # noqa: F401,E402
+from talkplay.cli import quickstart  # noqa: F401,E402
 
 
 def main() -> None:

@@ -1,0 +1,136 @@
+"""``talkplay quickstart``: the whole pipeline in one command, each stage skipped when done.
+
+Stages run the same commands a user would type (``talkplay data synth``, ``data
+conversations``, ``embed``, ``tokenize``, ``train``, ``evaluate``, ``serve``) in this process,
+so their progress bars, tables and errors are the ones documented in the README. A stage whose
+output is already there and up to date is skipped; a failing stage is named with its reason.
+Stage timings and peak memory go to ``WORK/quickstart.json``.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.table import Table
+
+from talkplay.cli.app import app, console, fail
+from talkplay.io import read_json, write_json
+
+QUICKSTART_SETTINGS: dict[str, dict] = {
+    # The embedded world and training budget that finish on 2 CPU cores in about 30 minutes.
+    "small": {
+        "world": ["--tracks", "2000", "--artists", "200", "--playlists", "2500", "--scenes", "20",
+                  "--seconds", "3"],
+        "tokenize": ["--k", "128"],
+        "train": ["--context-length", "256", "--batch-size", "8", "--lr", "1e-3",
+                  "--warmup-steps", "10", "--eval-every", "25", "--save-every", "25"],
+        "eval_limit": 40,
+    },
+    # Tests and smoke runs: seconds, not a meaningful model.
+    "tiny": {
+        "world": ["--tracks", "150", "--artists", "20", "--playlists", "160", "--scenes", "4",
+                  "--seconds", "3"],
+        "tokenize": ["--k", "16"],
+        "train": ["--max-steps", "6", "--eval-every", "3", "--save-every", "3"],
+        "eval_limit": 4,
+    },
+}
+
+
+def _invoke(args: list[str]) -> None:
+    """Run one ``talkplay`` command in this process; raise on a non-zero exit."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args, prog_name="talkplay", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        if e.exit_code:
+            raise RuntimeError(f"`talkplay {' '.join(args)}` exited with code {e.exit_code}") from e
+    except click.ClickException as e:
+        raise RuntimeError(f"`talkplay {' '.join(args)}`: {e.format_message()}") from e
+
+
+def _newer(a: Path, b: Path) -> bool:
+    """``a`` exists and was written after ``b`` (or ``b`` does not exist)."""
+    return a.exists() and (not b.exists() or a.stat().st_mtime >= b.stat().st_mtime)
+
+
+def _peak_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
+
+
+@app.command("quickstart")
+def quickstart(
+    data: Annotated[Path | None, typer.Option(
+        help="Use this dataset instead of building the embedded world.")] = None,
+    work: Annotated[Path, typer.Option(help="Where the world, run and results go.")] = Path("talkplay-work"),
+    profile: Annotated[str, typer.Option(help="small (CPU default) or tiny (smoke test).")] = "small",
+    minutes: Annotated[float, typer.Option(help="Training budget in minutes.")] = 12.0,
+    eval_limit: Annotated[int | None, typer.Option(
+        help="Test conversations to evaluate (default: the profile's).")] = None,
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the chat server at the end.")] = True,
+    port: Annotated[int, typer.Option(help="Chat server port (127.0.0.1).")] = 8000,
+) -> None:
+    """Build the world, synthesise conversations, embed, tokenize, fine-tune SmolLM2, evaluate
+    TalkPlay against every baseline, then serve the chat. Rerunning reuses finished stages."""
+    if profile not in QUICKSTART_SETTINGS:
+        fail(f"unknown profile {profile!r}; choose {', '.join(QUICKSTART_SETTINGS)}")
+    qs = QUICKSTART_SETTINGS[profile]
+    data = data or work / "world"
+    run, out = work / "run", work / "results"
+    limit = eval_limit or qs["eval_limit"]
+    timings: dict[str, float] = {}
+
+    def stage(name: str, done: Callable[[], bool], args: list[str]) -> None:
+        if done():
+            console.rule(f"[bold]{name}[/]: up to date, skipped")
+            timings[name] = 0.0
+            return
+        console.rule(f"[bold]{name}[/]")
+        started = time.perf_counter()
+        try:
+            _invoke(args)
+        except (RuntimeError, OSError) as e:
+            fail(f"stage '{name}' failed: {e}")
+        timings[name] = round(time.perf_counter() - started, 1)
+
+    def has_conversations() -> bool:
+        manifest = read_json(data / "manifest.json")
+        return bool(manifest.get("counts", {}).get("conversations"))
+
+    run_done = run / "summary.json"
+    stage("world", lambda: (data / "manifest.json").exists(),
+          ["data", "synth", "--out", str(data), *qs["world"]])
+    stage("conversations", has_conversations, ["data", "conversations", "--data", str(data)])
+    stage("embed", lambda: False, ["embed", "--data", str(data)])  # cached by input fingerprint
+    stage("tokenize", lambda: _newer(data / "tokenizer" / "manifest.json",
+                                     data / "embeddings" / "manifest.json"),
+          ["tokenize", "--data", str(data), *qs["tokenize"]])
+    stage("train", lambda: _newer(run_done, data / "tokenizer" / "manifest.json"),
+          ["train", "--data", str(data), "--run", str(run), "--profile", "small"
+           if profile == "small" else "tiny", "--max-minutes", str(minutes), *qs["train"]])
+    stage("evaluate", lambda: _newer(out / "results.json", run_done),
+          ["evaluate", "--data", str(data), "--run", str(run), "--out", str(out), "--limit",
+           str(limit), "--systems", "talkplay-beam,talkplay-paper,bm25,dense,clap,popularity"])
+    summary = {"data": str(data), "run": str(run), "results": str(out), "stages_s": timings,
+               "total_s": round(sum(timings.values()), 1), "peak_rss_mb": round(_peak_mb())}
+    write_json(work / "quickstart.json", summary)
+    table = Table(title="quickstart stages")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    for name, seconds in timings.items():
+        table.add_row(name, f"{seconds:.1f}" if seconds else "skipped")
+    table.add_row("[bold]total[/]", f"{summary['total_s']:.1f}")
+    console.print(table)
+    console.print(f"peak memory {summary['peak_rss_mb']} MB; results table: {out / 'results.md'}; "
+                  f"plots: {out / 'mrr_by_turn.png'}, {run / 'curves.png'}")
+    if serve:
+        console.rule("[bold]serve[/]")
+        _invoke(["serve", "--run", str(run), "--port", str(port)])
