@@ -38,7 +38,7 @@ def _profile(args):
 def run_ours(args, work: Path) -> dict:
     from talkplay.train.loop import fit, setup
 
-    s = setup(args.data, work / "ours", _profile(args))
+    s = setup(args.data, work / "ours", _profile(args), fresh=True)
     fit(s)
     rows = [json.loads(x) for x in (work / "ours" / "metrics.jsonl").read_text().splitlines()]
     # Wall time from the end of step 1 to the end of the last step (data, logging included).
@@ -55,7 +55,7 @@ def run_trainer(args, work: Path) -> dict:
     from talkplay.train.data import collate
     from talkplay.train.loop import setup
 
-    s = setup(args.data, work / "hf", _profile(args))
+    s = setup(args.data, work / "hf", _profile(args), fresh=True)
     model = s.acc.unwrap_model(s.model)
     pad = s.tokenizer.pad_token_id
     batches = [s.data.next_batch() for _ in range(args.steps)]  # the batches ours trains on
