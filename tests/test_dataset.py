@@ -43,3 +43,20 @@ def test_invalid_reference_names_field(tmp_path):
 def test_read_rejects_non_dataset(tmp_path):
     with pytest.raises(DataError, match="no manifest.json"):
         read_dataset(tmp_path)
+
+
+def test_codebook_round_trip_and_resave(tmp_path):
+    import numpy as np
+
+    from talkplay.tokenize.codebook import Codebook
+    from talkplay.tokenize.grammar import MODALITIES
+
+    cb = Codebook(["a", "b"], np.array([[0, 1, -1, 0, 1], [1, 0, 0, -1, 0]]),
+                  {m: np.eye(2, dtype=np.float32) for m in MODALITIES}, manifest={"seed": 3})
+    cb.save(tmp_path / "t")
+    back = Codebook.load(tmp_path / "t")
+    back.save(tmp_path / "t2")  # a loaded codebook saves again (its manifest is refreshed)
+    again = Codebook.load(tmp_path / "t2")
+    assert again.manifest["seed"] == 3 and again.k == {m: 2 for m in MODALITIES}
+    assert again.text_of("b").startswith("<start_of_music><|playlist-1|>")
+    assert (tmp_path / "t2" / "codes.npy").stat().st_mode & 0o044  # readable by others

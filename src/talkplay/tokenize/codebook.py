@@ -60,8 +60,11 @@ class Codebook:
                 np.save(tmp / f"centroids_{m}.npy", np.asarray(self.centroids[m], np.float32))
             write_json(tmp / "item_ids.json", self.item_ids)
             write_json(tmp / "stats.json", self.stats)
-            self.manifest = make_manifest("tokenizer", FORMAT_VERSION, k=self.k,
-                                          **{**self.manifest, **manifest_fields})
+            # Fields make_manifest sets itself are refreshed, not passed twice (a loaded
+            # codebook carries them in its manifest).
+            own = {"kind", "format_version", "talkplay_version", "created", "k"}
+            kept = {k: v for k, v in {**self.manifest, **manifest_fields}.items() if k not in own}
+            self.manifest = make_manifest("tokenizer", FORMAT_VERSION, k=self.k, **kept)
             write_json(tmp / MANIFEST, self.manifest)
         return Path(path)
 
