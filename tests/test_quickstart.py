@@ -1,0 +1,45 @@
+"""CPU smoke test of the main entry point: the whole pipeline on the tiny profile, then a rerun."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from talkplay.cli import app
+
+
+@pytest.mark.slow
+def test_quickstart_tiny_runs_every_stage_then_reuses_them(tmp_path):
+    work = tmp_path / "qs"
+    runner = CliRunner()
+    first = runner.invoke(app, ["quickstart", "--profile", "tiny", "--work", str(work), "--no-serve"])
+    assert first.exit_code == 0, first.output
+    summary = json.loads((work / "quickstart.json").read_text())
+    assert set(summary["stages_s"]) == {"world", "conversations", "embed", "tokenize", "train",
+                                        "evaluate"}
+    assert all(summary["stages_s"][s] > 0 for s in ("world", "train", "evaluate"))
+    # The files each stage leaves behind.
+    for path in ("world/manifest.json", "world/embeddings/manifest.json",
+                 "world/tokenizer/codes.npy", "run/model/config.json", "run/metrics.jsonl",
+                 "run/curves.png", "results/results.json", "results/results.md",
+                 "results/mrr_by_turn.png"):
+        assert (work / path).exists(), path
+    results = json.loads((work / "results" / "results.json").read_text())
+    systems = set(results["systems"])
+    for name in ("talkplay-beam", "talkplay-paper", "bm25", "dense", "clap", "popularity"):
+        assert name in systems
+
+    again = runner.invoke(app, ["quickstart", "--profile", "tiny", "--work", str(work), "--no-serve"])
+    assert again.exit_code == 0, again.output
+    stages = json.loads((work / "quickstart.json").read_text())["stages_s"]
+    # Everything but the (fingerprint-cached, seconds-long) embed stage is skipped.
+    assert all(stages[s] == 0.0 for s in ("world", "conversations", "tokenize", "train",
+                                          "evaluate")), stages
+    assert "up to date, skipped" in again.output
+
+
+def test_quickstart_rejects_unknown_profile(tmp_path):
+    out = CliRunner().invoke(app, ["quickstart", "--profile", "huge", "--work", str(tmp_path)])
+    assert out.exit_code == 2 and "unknown profile 'huge'" in out.output
