@@ -8,7 +8,8 @@ One turn:
    with its music block), so a small LRU of prompt states (``cache_size``) lets the prompt reuse
    the longest common prefix of a recent one and run only the new tokens
    (``engine.continue_prompt``). Results are the same with and without it (the logits differ
-   only by float rounding; tests/test_recommender_cache.py).
+   only by float rounding, so only an exact near-tie could resolve differently; none did in the
+   fp32 tests (tests/test_recommender_cache.py) or the SmolLM2 benchmark; bf16 rounds coarser).
 2. The music block is generated first (the paper's order):
    - ``paper`` mode samples five tokens (position i restricted to modality i; temperature,
      top-p, top-k and repetition penalty explicit) and maps the tuple back to tracks with the
