@@ -16,6 +16,7 @@ import numpy as np
 
 from talkplay.data.schema import Track
 from talkplay.embed.store import load_modality
+from talkplay.linalg import normalise
 
 GENRE_WORDS: frozenset[str] = frozenset({
     "ambient", "blues", "classical", "country", "disco", "electronic", "electronica", "folk",
@@ -56,8 +57,7 @@ def neighbour_agreement(vectors: np.ndarray, labels: list[str], k: int = 10,
     n = len(labels)
     if n < 2 or vectors.shape[0] != n:
         raise ValueError(f"need >= 2 labelled vectors, got {vectors.shape[0]} and {n} labels")
-    x = np.ascontiguousarray(vectors, dtype=np.float32).copy()
-    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    x = normalise(vectors)  # float32 [n, d], C-contiguous for faiss
     index = faiss.IndexFlatIP(x.shape[1])
     index.add(x)
     rng = np.random.default_rng(seed)

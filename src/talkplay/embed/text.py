@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from talkplay.linalg import normalise
+
 log = logging.getLogger(__name__)
 
 MINILM = "minilm"
@@ -113,5 +115,4 @@ class TextEncoder:
             return vecs
         out = np.zeros((len(items), vecs.shape[1]), dtype=np.float32)
         np.add.at(out, np.asarray(owner), vecs)
-        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return out
+        return normalise(out)

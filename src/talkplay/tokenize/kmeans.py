@@ -15,6 +15,8 @@ import logging
 
 import numpy as np
 
+from talkplay.linalg import normalise
+
 log = logging.getLogger(__name__)
 
 
@@ -35,13 +37,6 @@ def cap_k(k: int, n: int, min_items_per_cluster: int) -> int:
     if n <= 0:
         return 0
     return min(k, max(2, n // max(1, min_items_per_cluster)), n)
-
-
-def normalise(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero); float32 copy."""
-    x = np.array(x, dtype=np.float32, copy=True)
-    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    return x
 
 
 def kmeans_pp(x: np.ndarray, k: int, *, seed: int, sample_per_centroid: int = 16) -> np.ndarray:

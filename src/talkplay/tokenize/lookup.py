@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from talkplay.linalg import normalise
 from talkplay.tokenize.grammar import LOOKUP_WEIGHTS, MISSING, MODALITIES
 
 _N = len(MODALITIES)
@@ -77,8 +78,7 @@ class CodeIndex:
                 if c.shape[0] <= maxcode[m]:
                     raise ValueError(f"centroids[{name!r}] has {c.shape[0]} rows but codes use "
                                      f"code {int(maxcode[m])}")
-                norm = np.linalg.norm(c, axis=1, keepdims=True)
-                unit = np.divide(c, norm, out=np.zeros_like(c), where=norm > 0)
+                unit = normalise(c, np.float64)
                 self._unit.append(np.vstack([np.zeros((1, c.shape[1])), unit]))
         # Posting lists, CSR per modality: rows of code c are order[m][start[m][c+1]:start[m][c+2]],
         # ascending (stable sort). Shapes: order [n] int32, start [K_m + 2] int64.

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from talkplay.io import read_json, write_json, write_npy
+from talkplay.linalg import normalise as unit_rows  # the baselines' name for it
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,6 @@ def load_text_encoder(name: str, device: str = "cpu"):
 
         return SentenceTransformer(str(get_model_path()), device=device)
     return SentenceTransformer(name, device=device)
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero), float32."""
-    x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(n, 1e-12)
 
 
 class TextEmbedder:
