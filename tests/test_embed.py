@@ -20,7 +20,7 @@ from talkplay.config import EmbedConfig
 from talkplay.data.dataset import Dataset, read_dataset, write_dataset
 from talkplay.data.errors import DataError
 from talkplay.data.schema import Playlist, Track
-from talkplay.embed import ENCODERS, build_embeddings, load_modality
+from talkplay.embed import ENCODERS, Entry, build_embeddings, check_encoder, load_modality
 from talkplay.embed.diagnostics import genre_agreement, neighbour_agreement
 from talkplay.embed.inputs import metadata_text
 from talkplay.embed.protocol import ItemEncoder
@@ -72,8 +72,8 @@ class BandAudio:
 def encoders(monkeypatch):
     """Register the test encoders under their names, as a user would register their own."""
     text = HashText()
-    monkeypatch.setitem(ENCODERS, "hash32", lambda cfg: text)
-    monkeypatch.setitem(ENCODERS, "bands", lambda cfg: BandAudio())
+    monkeypatch.setitem(ENCODERS, "hash32", Entry("text", lambda cfg: text))
+    monkeypatch.setitem(ENCODERS, "bands", Entry("audio", lambda cfg: BandAudio()))
     return text
 
 
@@ -231,6 +231,47 @@ def test_missing_audio_file_is_a_located_error(tmp_path, encoders):
     with pytest.raises(DataError) as e:
         build_embeddings(d, toy_cfg(), modalities=["audio"])
     assert "tracks.parquet:3" in str(e.value) and "audio" in str(e.value) and "t3" in str(e.value)
+
+
+@pytest.mark.parametrize("modality,name,needs", [
+    ("audio", "minilm", "audio encoder: musicnn"),       # would embed file paths as text
+    ("playlist", "minilm", "playlist encoder: item2vec"),  # has no fit(): AttributeError before
+    ("semantic", "musicnn", "text encoder: minilm"),
+    ("lyrics", "item2vec", "text encoder: minilm"),
+    ("audio", "some/hf-model", "unknown encoder 'some/hf-model'"),
+])
+def test_encoder_of_the_wrong_kind_is_refused(modality, name, needs):
+    with pytest.raises(ValueError, match=re.escape(needs)):
+        check_encoder(modality, name)
+
+
+def test_fitting_encoders_pass_the_check():
+    for modality, name in [("playlist", "item2vec"), ("metadata", "minilm"),
+                           ("semantic", "any/sentence-transformers-model"), ("audio", "musicnn")]:
+        check_encoder(modality, name)
+    with pytest.raises(ValueError, match="unknown modality 'video'"):
+        check_encoder("video", "minilm")
+
+
+def test_misfit_encoder_fails_before_anything_is_built(tmp_path, encoders):
+    d = make_toy(tmp_path, audio=False)
+    cfg = toy_cfg()
+    cfg.encoders["audio"] = "hash32"
+    with pytest.raises(ValueError, match="'hash32' embeds text, but modality 'audio'"):
+        build_embeddings(d, cfg)
+    assert encoders.calls == [] and not (d / "embeddings" / "playlist.ids.json").exists()
+
+
+def test_cli_refuses_a_misfit_encoder_without_a_traceback(tmp_path):
+    from typer.testing import CliRunner
+
+    from talkplay.cli import app
+
+    d = make_toy(tmp_path, audio=False)
+    for spec in ("audio=minilm", "playlist=minilm"):
+        r = CliRunner().invoke(app, ["embed", "--data", str(d), "--encoder", spec])
+        assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+        assert "encoder" in r.output and spec.split("=")[0] in r.output
 
 
 def test_metadata_text_follows_the_paper():

@@ -78,6 +78,7 @@ def embed(
     """Embed every track per modality into DATA/embeddings (cached by input fingerprint;
     an interrupted run resumes from its finished chunks)."""
     from talkplay.embed.build import ORDER, build_embeddings
+    from talkplay.embed.registry import check_encoder
 
     try:
         cfg = get_profile(profile).embed
@@ -87,6 +88,10 @@ def embed(
         m, sep, name = spec.partition("=")
         if not sep or m not in ORDER or not name:
             fail(f"--encoder {spec!r}: expected MODALITY=NAME with MODALITY in {', '.join(ORDER)}")
+        try:
+            check_encoder(m, name)
+        except ValueError as e:
+            fail(f"--encoder {spec!r}: {e}")
         cfg.encoders[m] = name
     for key, value in (("batch_size", batch_size), ("device", device),
                        ("pseudo_tags", pseudo_tags)):

@@ -23,7 +23,7 @@ import numpy as np
 from talkplay.config import EmbedConfig
 from talkplay.data.dataset import read_dataset, write_dataset
 from talkplay.embed import inputs
-from talkplay.embed.registry import build_encoder, encoder_spec
+from talkplay.embed.registry import build_encoder, check_encoder, encoder_spec
 from talkplay.embed.store import (
     AUDIO_TAGS,
     embeddings_dir,
@@ -237,6 +237,9 @@ def build_embeddings(data_dir: str | Path, cfg: EmbedConfig | None = None, *,
     unknown = set(wanted) - set(ORDER)
     if unknown:
         raise ValueError(f"unknown modalities {sorted(unknown)}; expected {ORDER}")
+    for m in wanted:  # refuse a misfit encoder before any modality is built
+        if cfg.encoders.get(m):
+            check_encoder(m, cfg.encoders[m])
     encoders: dict[str, Any] = {}  # text models shared between modalities
     reports = []
     for m in ORDER:
