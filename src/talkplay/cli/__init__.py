@@ -1,4 +1,5 @@
 """``talkplay`` command line. One module per command group; each registers on ``app``."""
+# ruff: noqa: I001  (command modules are imported in a fixed order: it is the order of --help)
 
 from talkplay.cli.app import app
 

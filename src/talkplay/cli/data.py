@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -22,7 +23,9 @@ def print_counts(ds, title: str) -> None:
 
 
 @data_app.command("info")
-def info(data: Path = typer.Argument(..., help="Dataset directory.")) -> None:
+def info(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Dataset directory.")],
+) -> None:
     """Print a dataset's counts and manifest summary."""
     try:
         ds = read_dataset(data)
