@@ -1,7 +1,13 @@
 from __future__ import annotations
 
-import pytest
+import json
+import shutil
 
+import pytest
+from typer.testing import CliRunner
+
+import talkplay.data.dataset as dataset_mod
+from talkplay.cli import app
 from talkplay.data.dataset import Dataset, read_dataset, write_dataset
 from talkplay.data.errors import DataError
 from talkplay.data.schema import Conversation, Message, Playlist, Track
@@ -30,6 +36,86 @@ def test_round_trip(tmp_path):
     assert {t.id for t in back.tracks if t.cold} == {"t4", "t5"}
     assert back.conversations[0].messages[1] == Message("music", "t4")
     assert back.manifest["counts"]["tracks"] == 6
+
+
+def _snapshot(path):
+    ds = read_dataset(path)
+    return ([(t.id, t.title) for t in ds.tracks], [(p.id, p.track_ids) for p in ds.playlists],
+            [(c.id, c.messages) for c in ds.conversations], ds.manifest)
+
+
+def test_failed_rewrite_leaves_previous_dataset(tmp_path, monkeypatch):
+    path = tmp_path / "d"
+    write_dataset(path, toy(), source="toy", split_rule="none")
+    (path / "embeddings").mkdir()
+    (path / "embeddings" / "x.npy").write_bytes(b"keep")
+    before = _snapshot(path)
+    bigger = toy()
+    bigger.tracks[0].title = "Renamed"
+    bigger.playlists[0].track_ids = ["t0"]
+    real, calls = dataset_mod._write_table, []
+
+    def fail_after_first(file, schema, rows):
+        if calls:
+            raise OSError("disk full")
+        calls.append(file)
+        return real(file, schema, rows)
+
+    monkeypatch.setattr(dataset_mod, "_write_table", fail_after_first)
+    with pytest.raises(OSError, match="disk full"):
+        write_dataset(path, bigger, source="toy2", split_rule="none")
+    assert calls and calls[0].name == "tracks.parquet"  # one new table was complete
+    assert _snapshot(path) == before
+    tables = [p.name for p in path.glob("tables-*")]
+    assert tables == [before[3]["tables"]]  # the half-written directory is gone
+    monkeypatch.undo()
+    write_dataset(path, bigger, source="toy2", split_rule="none")
+    after = read_dataset(path)
+    assert after.tracks[0].title == "Renamed" and after.playlists[0].track_ids == ["t0"]
+    assert [p.name for p in path.glob("tables-*")] == [after.manifest["tables"]] != tables
+    assert (path / "embeddings" / "x.npy").read_bytes() == b"keep"
+
+
+def test_flat_layout_still_reads_and_is_replaced(tmp_path):
+    path = tmp_path / "d"
+    write_dataset(path, toy(), source="toy", split_rule="none")
+    manifest = json.loads((path / "manifest.json").read_text())
+    tables = path / manifest.pop("tables")
+    for f in tables.iterdir():  # the layout written before table directories existed
+        f.rename(path / f.name)
+    tables.rmdir()
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    old = read_dataset(path)
+    assert [t.id for t in old.tracks] == [f"t{i}" for i in range(6)]
+    # A "tables" entry carried over from an old manifest must not override the new one.
+    write_dataset(path, old, source="toy", split_rule="none", extra={"tables": "tables-stale"})
+    assert not list(path.glob("*.parquet"))
+    assert read_dataset(path).manifest["tables"] != "tables-stale"
+    assert [t.id for t in read_dataset(path).tracks] == [f"t{i}" for i in range(6)]
+
+
+def test_missing_or_bad_tables_directory(tmp_path):
+    path = tmp_path / "d"
+    write_dataset(path, toy(), source="toy", split_rule="none")
+    manifest = json.loads((path / "manifest.json").read_text())
+    shutil.rmtree(path / manifest["tables"])
+    with pytest.raises(DataError, match="missing table tables-.*tracks.parquet"):
+        read_dataset(path)
+    manifest["tables"] = "../elsewhere"
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="manifest.json: tables: bad tables directory"):
+        read_dataset(path)
+
+
+def test_info_takes_data_option(tmp_path):
+    write_dataset(tmp_path / "d", toy(), source="toy", split_rule="by hand")
+    runner = CliRunner()
+    for flag in ("--data", "-d"):
+        res = runner.invoke(app, ["data", "info", flag, str(tmp_path / "d")])
+        assert res.exit_code == 0, res.output
+        assert "tracks" in res.output and "by hand" in res.output
+    res = runner.invoke(app, ["data", "info", "--data", str(tmp_path)])
+    assert res.exit_code == 2 and "not a TalkPlay dataset" in " ".join(res.output.split())
 
 
 def test_invalid_reference_names_field(tmp_path):

@@ -1,21 +1,27 @@
 """The on-disk dataset: a directory with ``manifest.json`` and three Parquet tables.
 
 ```
-DIR/manifest.json         kind=dataset, format_version, source, counts, split rule
-DIR/tracks.parquet        one row per track (schema: TRACK_SCHEMA)
-DIR/playlists.parquet     one row per playlist, ordered track ids, split
-DIR/conversations.parquet one row per conversation, ordered messages, split
+DIR/manifest.json                       kind=dataset, format_version, source, counts,
+                                        split rule, "tables": "tables-<uuid>"
+DIR/tables-<uuid>/tracks.parquet        one row per track (schema: TRACK_SCHEMA)
+DIR/tables-<uuid>/playlists.parquet     one row per playlist, ordered track ids, split
+DIR/tables-<uuid>/conversations.parquet one row per conversation, ordered messages, split
 ```
 
 Later stages write their own sub-directories beside the tables (``embeddings/``,
-``tokenizer/``), each with its own manifest. Writing is atomic: the tables are built
-in a temporary directory and swapped in, so a crash never leaves a half dataset.
+``tokenizer/``), each with its own manifest; a rewrite never touches them. Writing is
+atomic: the three tables go into a fresh, uniquely named directory and the manifest,
+renamed into place last, names it. A reader follows the manifest, so it sees either the
+old tables or the new ones, never a mix; a crash leaves at most an unreferenced directory.
+Datasets written before this layout (tables directly in ``DIR``, no "tables" key) still read.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import logging
+import shutil
+import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,8 +34,11 @@ from talkplay.data.errors import DataError
 from talkplay.data.schema import ROLES, SPLITS, Conversation, Message, Playlist, Track
 from talkplay.io import MANIFEST, make_manifest, read_json, write_json
 
+log = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
 TABLES = ("tracks", "playlists", "conversations")
+TABLES_PREFIX = "tables-"
 
 TRACK_SCHEMA = pa.schema([
     ("id", pa.string()), ("title", pa.string()), ("artists", pa.list_(pa.string())),
@@ -156,7 +165,8 @@ def write_dataset(path: str | Path, ds: Dataset, *, source: str, split_rule: str
         ds: the records.
         source: what the data came from ("world(seed=0)", "cpcd:FILE", ...).
         split_rule: a sentence saying how train/valid/test were assigned.
-        extra: more manifest fields (e.g. the generator config).
+        extra: more manifest fields (e.g. the generator config); a "tables" entry (copied
+            from an old manifest) is ignored, the writer sets it.
         check: run ``validate`` first.
     Returns:
         The dataset directory.
@@ -165,30 +175,63 @@ def write_dataset(path: str | Path, ds: Dataset, *, source: str, split_rule: str
     if check:
         validate(ds, where=str(path))
     path.mkdir(parents=True, exist_ok=True)
-    # Tables are written to temporaries and renamed one by one, manifest last: a reader
-    # that finds the new manifest finds new tables. A crash before the manifest rename
-    # leaves the previous dataset intact apart from tables that were already complete.
-    pending: list[tuple[Path, Path]] = []
+    # A fresh directory per write: concurrent writers never share a temporary name, and
+    # the tables a reader sees change only when the manifest (renamed last) names new ones.
+    tables = f"{TABLES_PREFIX}{uuid.uuid4().hex}"
+    tdir = path / tables
+    tdir.mkdir()
     try:
         for name, schema, rows in (
             ("tracks", TRACK_SCHEMA, map(_track_row, ds.tracks)),
             ("playlists", PLAYLIST_SCHEMA, map(_playlist_row, ds.playlists)),
             ("conversations", CONVERSATION_SCHEMA, map(_conversation_row, ds.conversations)),
         ):
-            tmp = path / f".{name}.parquet.tmp"
-            _write_table(tmp, schema, rows)
-            pending.append((tmp, path / f"{name}.parquet"))
-        for tmp, final in pending:
-            os.replace(tmp, final)
-    finally:
-        for tmp, _ in pending:
-            if tmp.exists():
-                tmp.unlink()
+            _write_table(tdir / f"{name}.parquet", schema, rows)
+    except BaseException:
+        shutil.rmtree(tdir, ignore_errors=True)
+        raise
     manifest = make_manifest("dataset", FORMAT_VERSION, source=source, split_rule=split_rule,
-                             counts=ds.counts(), **(extra or {}))
-    write_json(path / MANIFEST, manifest)
+                             counts=ds.counts(), tables=tables,
+                             **{k: v for k, v in (extra or {}).items() if k != "tables"})
+    try:
+        write_json(path / MANIFEST, manifest)
+    except BaseException:
+        shutil.rmtree(tdir, ignore_errors=True)
+        raise
+    _remove_old_tables(path, keep=tables)
     ds.manifest, ds.root = manifest, path
     return path
+
+
+def _remove_old_tables(path: Path, *, keep: str) -> None:
+    """Delete tables the manifest no longer names: flat-layout files and older table dirs.
+
+    Only our own names are touched; sibling stage directories (embeddings/, tokenizer/, ...)
+    are kept. A concurrent writer whose manifest lost the race loses its tables here too, and
+    its reader then gets a clear "missing table" error rather than mixed data.
+    """
+    for name in TABLES:
+        (path / f"{name}.parquet").unlink(missing_ok=True)
+    for child in path.glob(f"{TABLES_PREFIX}*"):
+        if child.name != keep and child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+    for stale in path.glob(".*.parquet.tmp"):  # left by the old rename-one-by-one writer
+        stale.unlink(missing_ok=True)
+
+
+def table_path(root: str | Path, manifest: dict, name: str) -> Path:
+    """Where table ``name`` ("tracks", "playlists", "conversations") of a dataset lives.
+
+    Args:
+        root: the dataset directory.
+        manifest: its manifest (``Dataset.manifest``).
+        name: one of ``TABLES``.
+    Returns:
+        ``root/<manifest["tables"]>/name.parquet``, or ``root/name.parquet`` for datasets
+        written before table directories existed.
+    """
+    tables = manifest.get("tables")
+    return Path(root) / (tables or "") / f"{name}.parquet"
 
 
 def read_dataset(path: str | Path) -> Dataset:
@@ -205,18 +248,23 @@ def read_dataset(path: str | Path) -> Dataset:
         raise DataError(f"format_version {manifest['format_version']} is newer than this "
                         f"TalkPlay understands ({FORMAT_VERSION})", file=str(mpath),
                         field="format_version")
+    tables = manifest.get("tables")
+    if tables is not None and (not isinstance(tables, str) or "/" in tables or "\\" in tables
+                               or not tables.startswith(TABLES_PREFIX)):
+        raise DataError(f"bad tables directory {tables!r}", file=str(mpath), field="tables")
     ds = Dataset(manifest=manifest, root=path)
-    for name in TABLES:
-        if not (path / f"{name}.parquet").exists():
-            raise DataError(f"missing table {name}.parquet", file=str(path))
-    for row in pq.read_table(path / "tracks.parquet").to_pylist():
+    files = {name: table_path(path, manifest, name) for name in TABLES}
+    for file in files.values():
+        if not file.exists():
+            raise DataError(f"missing table {file.relative_to(path)}", file=str(path))
+    for row in pq.read_table(files["tracks"]).to_pylist():
         for k in ("artists", "tags", "pseudo_tags"):
             row[k] = row[k] or []
         row["cold"] = bool(row["cold"])
         ds.tracks.append(Track(**row))
-    for row in pq.read_table(path / "playlists.parquet").to_pylist():
+    for row in pq.read_table(files["playlists"]).to_pylist():
         ds.playlists.append(Playlist(**row))
-    for row in pq.read_table(path / "conversations.parquet").to_pylist():
+    for row in pq.read_table(files["conversations"]).to_pylist():
         msgs = [Message(m["role"], m["content"]) for m in row.pop("messages") or []]
         raw_meta = row.pop("meta")
         meta = json.loads(raw_meta) if raw_meta else {}
