@@ -54,19 +54,42 @@ def test_export_filters_splits(simulated, tmp_path):
 
 BAD = [
     ('{"pid": "p0", "cid": "x", "conversations": [{"role": "music", "content": "nope"}]}',
-     "conversations[0].content: unknown track id 'nope'"),
+     "conversations[0].content: track 'nope' is not in the catalog"),
     ('{"pid": "p0", "cid": "x", "conversations": [{"role": "dj", "content": "a"}]}',
      "conversations[0].role: unknown role 'dj'"),
-    ('{"pid": "p0", "conversations": [{"role": "user", "content": "a"}]}', "cid: missing"),
-    ('{"pid": "p0", "cid": "x", "conversations": []}', "conversations: missing or empty"),
+    ('{"pid": "p0", "conversations": [{"role": "user", "content": "a"}]}',
+     "cid: required field is missing"),
+    ('{"pid": "p0", "cid": "x", "conversations": []}', "conversations: conversation x has no messages"),
     ('{"pid": "zz", "cid": "x", "conversations": [{"role": "user", "content": "a"}]}',
-     "split: no valid split"),
+     "pid: playlist 'zz' is not in the catalog dataset, so its split is unknown; pass --split"),
+    ('{"pid": "zz", "cid": "x", "split": "dev", "conversations": [{"role": "user", "content": "a"}]}',
+     "split: unknown split 'dev'"),
     ('{"pid": "p0", "cid": "x", "conversations": [{"role": "user", "content": 3}]}',
-     "conversations[0].content: content must be a string"),
+     "conversations[0].content: expected string, got integer"),
     ('{"pid": "p0", "cid": "x", "conversations": [{"role": "user", "content": "a"}], '
-     '"meta": {"rejected": [0]}}', "meta.rejected"),
-    ('{"pid": "p0", "cid": ', "record: invalid JSON"),
+     '"meta": {"rejected": [0]}}', "meta.rejected[0]: rejected index 0 is not a music message"),
+    ('{"pid": "p0", "cid": "x", "conversations": [{"role": "user", "content": "a"}], '
+     '"meta": {"rejected": 0}}', "meta.rejected: expected list, got integer"),
+    ('{"pid": "p0", "cid": ', "json: invalid JSON"),
 ]
+
+
+def test_playlist_split_wins_over_record_split(tmp_path):
+    """The architecture rule: a conversation takes its playlist's split when the playlist is
+    in the dataset; the record's own split (or --split) only for unknown playlists."""
+    ds = toy_dataset()
+    split_of = {p.id: p.split for p in ds.playlists}
+    known = next(p for p in ds.playlists if p.split == "train")
+    path = tmp_path / "in.jsonl"
+    recs = [{"pid": known.id, "cid": "a", "split": "test",
+             "conversations": [{"role": "music", "content": known.track_ids[0]}]},
+            {"pid": "elsewhere", "cid": "b", "split": "test",
+             "conversations": [{"role": "user", "content": "hi"}]},
+            {"pid": None, "cid": "c", "conversations": [{"role": "user", "content": "hi"}]}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    convs, _ = import_jsonl(ds, path, default_split="valid")
+    assert {c.id: c.split for c in convs} == {"a": split_of[known.id], "b": "test", "c": "valid"}
+    assert convs[2].playlist_id is None and convs[0].source == "talkplay-db"
 
 
 @pytest.mark.parametrize("line,message", BAD)

@@ -4,13 +4,16 @@ A record is ``{"pid": ..., "cid": ..., "conversations": [{"role": ..., "content"
 a ``music`` message's content is a track id. Files are JSON (a list of records, or one
 record) or JSONL (one record per line). The catalog and playlists come from an existing
 TalkPlay dataset directory (e.g. an MPD import); every conversation takes the split of its
-playlist (``pid``) when that playlist is in the catalog dataset, else the ``split`` option.
+playlist (``pid``) when that playlist is in the catalog dataset, else the record's own
+``split`` (as ``talkplay data export-json`` writes it), else the ``split`` option.
+``parse_record`` is the one parser of this format: ``talkplay data import-json``
+(``talkplay.data.conversations.paper_json``) uses it too.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +42,36 @@ def iter_records(path: str | Path) -> Iterator[tuple[Loc, Any]]:
         yield loc.at(i), raw
 
 
-def parse_record(raw: object, loc: Loc, track_ids: set[str] | dict) -> Conversation:
-    """Check one talkplay-db record and return its conversation (split not yet assigned).
+def parse_record(raw: object, loc: Loc, track_ids: Container[str], *,
+                 split_of: Mapping[str, str], default_split: str | None = None,
+                 pid_required: bool = True) -> Conversation:
+    """Check one talkplay-db record and return its conversation, split assigned.
 
+    The split rule: a conversation takes its playlist's split when ``pid`` is a playlist of
+    the dataset (so a conversation can never leak a test playlist into training); otherwise
+    the record's own ``split`` (written by ``export-json``), otherwise ``default_split``.
+
+    Args:
+        raw: the parsed JSON record: ``{"pid", "cid", "conversations": [{"role", "content"}]}``
+            plus the optional ``split``, ``source`` and ``meta`` that ``export-json`` writes.
+        loc: where the record sits (file, line, JSON path), for errors.
+        track_ids: the catalog's track ids; every music message must be one.
+        split_of: playlist id -> split of the dataset's playlists.
+        default_split: split for a conversation whose playlist is unknown and whose record
+            has no split; None makes that an error.
+        pid_required: False accepts a missing or null ``pid`` (conversations without a
+            playlist, e.g. from CPCD, are exported that way).
+    Returns:
+        The conversation (``source`` "talkplay-db" unless the record names one).
     Raises:
         DataError: missing or mistyped ``pid`` / ``cid`` / ``conversations`` / ``role`` /
-            ``content``, an unknown role, no messages, or a music message whose track id is not
-            in the catalog.
+            ``content`` / ``split`` / ``meta``, an unknown role or split, no messages, a music
+            message whose track id is not in the catalog, a ``meta.rejected`` index that is not
+            a music message, or no way to assign a split.
     """
     raw = expect(raw, dict, loc)
-    pid, cid = id_value(raw, "pid", loc), id_value(raw, "cid", loc)
+    pid = (id_value(raw, "pid", loc) if pid_required or raw.get("pid") is not None else None)
+    cid = id_value(raw, "cid", loc)
     items = field(raw, "conversations", list, loc)
     if not items:
         raise loc.at("conversations").error(f"conversation {cid} has no messages")
@@ -63,7 +86,26 @@ def parse_record(raw: object, loc: Loc, track_ids: set[str] | dict) -> Conversat
         if role == "music" and content not in track_ids:
             raise mloc.at("content").error(f"track {content!r} is not in the catalog")
         messages.append(Message(role, content))
-    return Conversation(id=cid, messages=messages, playlist_id=pid, source="talkplay-db")
+    meta = field(raw, "meta", dict, loc, required=False, default={})
+    for k, idx in enumerate(field(meta, "rejected", list, loc.at("meta"), required=False,
+                                  default=[])):
+        if (isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < len(messages)
+                or messages[idx].role != "music"):
+            raise loc.at("meta").at("rejected").at(k).error(
+                f"rejected index {idx!r} is not a music message")
+    source = field(raw, "source", str, loc, required=False, default="talkplay-db")
+    if pid is not None and pid in split_of:
+        split = split_of[pid]
+    else:
+        split = field(raw, "split", str, loc, required=False, default=default_split)
+        if split is None:
+            raise loc.at("pid").error(f"playlist {pid!r} is not in the catalog dataset, so "
+                                      "its split is unknown; pass --split")
+        if split not in SPLITS:
+            where = loc.at("split") if raw.get("split") is not None else loc
+            raise where.error(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+    return Conversation(id=cid, messages=messages, split=split, playlist_id=pid, source=source,
+                        meta=meta)
 
 
 def import_talkplay(files: Iterable[str | Path], catalog: str | Path, out: str | Path, *,
@@ -102,15 +144,11 @@ def import_talkplay(files: Iterable[str | Path], catalog: str | Path, out: str |
                 try:
                     if isinstance(raw, DataError):
                         raise raw
-                    conv = parse_record(raw, loc, tracks)
+                    conv = parse_record(raw, loc, tracks, split_of=playlist_split,
+                                        default_split=split)
                     if conv.id in seen:
                         raise loc.at("cid").error(f"duplicate conversation id {conv.id!r} "
                                                   f"(first in {seen[conv.id]})")
-                    conv.split = playlist_split.get(conv.playlist_id, split)
-                    if conv.split is None:
-                        raise loc.at("pid").error(
-                            f"playlist {conv.playlist_id!r} is not in the catalog dataset, so "
-                            "its split is unknown; pass --split")
                 except DataError as e:
                     collector.error("conversation", e)
                     continue
