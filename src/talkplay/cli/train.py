@@ -22,18 +22,24 @@ def train(
         "is an alias that torchrun does not mistake for its own `--run-path`.")],
     profile: Annotated[str, typer.Option(help="tiny | small | paper.")] = "small",
     base: Annotated[str | None, typer.Option(help="Base model: smollm2, tiny, or a HF name/path.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="Wall-clock budget; saves at the end.")] = None,
-    lr: Annotated[float | None, typer.Option(help="AdamW learning rate.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Sequences per micro-batch per process.")] = None,
-    grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per optimizer step.")] = None,
-    context_length: Annotated[int | None, typer.Option(help="Tokens per sequence (paper: 1024).")] = None,
-    self_sim_lambda: Annotated[float | None, typer.Option(help="Self-similarity weight (0: off).")] = None,
-    playlist_share: Annotated[float | None, typer.Option(help="Playlist sequences per conversation.")] = None,
-    warmup_steps: Annotated[int | None, typer.Option()] = None,
-    eval_every: Annotated[int | None, typer.Option(help="Validate every N steps.")] = None,
-    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps.")] = None,
+    max_minutes: Annotated[float | None, typer.Option(
+        min=0, help="Wall-clock budget (> 0); saves at the end.")] = None,
+    lr: Annotated[float | None, typer.Option(min=0, help="AdamW learning rate (> 0).")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="Sequences per micro-batch per process.")] = None,
+    grad_accum: Annotated[int | None, typer.Option(
+        min=1, help="Micro-batches per optimizer step.")] = None,
+    context_length: Annotated[int | None, typer.Option(
+        min=32, help="Tokens per sequence (paper: 1024).")] = None,
+    self_sim_lambda: Annotated[float | None, typer.Option(
+        min=0, help="Self-similarity weight (0: off).")] = None,
+    playlist_share: Annotated[float | None, typer.Option(
+        min=0, help="Playlist sequences per conversation.")] = None,
+    warmup_steps: Annotated[int | None, typer.Option(min=0)] = None,
+    eval_every: Annotated[int | None, typer.Option(min=1, help="Validate every N steps.")] = None,
+    save_every: Annotated[int | None, typer.Option(min=1, help="Checkpoint every N steps.")] = None,
+    seed: Annotated[int | None, typer.Option(min=0)] = None,
     fresh: Annotated[bool, typer.Option(help="Start over even if RUN has a checkpoint.")] = False,
 ) -> None:
     """Fine-tune the LLM on conversations + playlist continuation + self-similarity loss."""
@@ -49,6 +55,9 @@ def train(
         fail(str(e))
     if base is not None:
         prof.model.base = base
+    for name, value in (("--lr", lr), ("--max-minutes", max_minutes)):
+        if value is not None and value <= 0:  # typer's min is inclusive; these must be > 0
+            fail(f"{name} must be > 0, got {value}")
     overrides = {"max_steps": max_steps, "max_minutes": max_minutes, "lr": lr,
                  "batch_size": batch_size, "grad_accum": grad_accum,
                  "context_length": context_length, "self_sim_lambda": self_sim_lambda,
@@ -58,7 +67,7 @@ def train(
         if v is not None:
             setattr(prof.train, k, v)
     if not (data / "tokenizer" / "manifest.json").exists():
-        fail(f"{data}/tokenizer: no codebook (run `talkplay tokenize {data}` first)")
+        fail(f"{data}/tokenizer: no codebook (run `talkplay tokenize --data {data}` first)")
     try:
         s = setup(data, run, prof, fresh=fresh)
     except (DataError, FileNotFoundError, KeyError, ValueError) as e:
@@ -87,7 +96,10 @@ def train(
                             f"val ce {row['val_ce']:.4f}{' (best)' if row.get('best') else ''}")
             bar.update(task, completed=row["step"], info=info)
 
-        summary = fit(s, report)
+        try:
+            summary = fit(s, report)
+        except (DataError, FileNotFoundError, KeyError, ValueError) as e:
+            fail(str(e))
     if main:
         console.print(f"done at step {summary['step']}: best val ce {summary['best_val_ce']:.4f}; "
                       f"model in {run / 'model'}, curves in {run / 'curves.png'}")
