@@ -99,3 +99,15 @@ def test_user_text_never_becomes_music_or_special_tokens(expanded):
     assert tok.decode(ids) == text
     # Whereas the same string parsed as markup would contain the tokens.
     assert vocab.table[4, 2].item() in tok(text, add_special_tokens=False)["input_ids"]
+
+
+def test_tiny_model_is_deterministic_and_leaves_the_global_rng_alone():
+    cfg = ModelConfig(base="tiny", tiny_hidden=32)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = tiny_model(cfg, 300)
+    assert torch.equal(torch.get_rng_state(), before)  # the training seed is not clobbered
+    torch.manual_seed(7)
+    b = tiny_model(cfg, 300)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name

@@ -58,15 +58,14 @@ class TokenizerConfig:
 
 @dataclass
 class ModelConfig:
-    """The base LLM."""
+    """The base LLM. Weights load in fp32; training runs under bf16 autocast on GPUs that
+    support it (fp32 master weights for AdamW), and ``load_run`` takes the inference dtype."""
 
     base: str = "smollm2"
     """"smollm2" (packaged SmolLM2-135M-Instruct), "tiny" (small Llama from config, for tests),
     or any Hugging Face causal-LM name or local path (e.g. meta-llama/Llama-3.2-1B-Instruct)."""
     tiny_layers: int = 2
     tiny_hidden: int = 64
-    dtype: str = "auto"
-    """"auto": bf16 on GPUs that support it, fp32 on CPU."""
 
 
 @dataclass

@@ -86,17 +86,12 @@ def tiny_model(cfg: ModelConfig, vocab_size: int) -> LlamaForCausalLM:
                          num_key_value_heads=max(1, hidden // 32),
                          max_position_embeddings=4096, tie_word_embeddings=True,
                          bos_token_id=1, eos_token_id=2, pad_token_id=2)
-    torch.manual_seed(0)  # the same tiny model every time, whatever the caller's RNG state
-    return LlamaForCausalLM(config)
-
-
-def resolve_dtype(cfg: ModelConfig) -> torch.dtype:
-    """``cfg.dtype`` -> a torch dtype; "auto" = bf16 on CUDA with bf16 support, else fp32."""
-    if cfg.dtype == "auto":
-        return (torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-                else torch.float32)
-    return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[cfg.dtype]
+    # The same tiny model every time, whatever the caller's RNG state; HF initialises weights
+    # from the global CPU RNG, so seed a forked copy of it and leave the caller's (the training
+    # seed) untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return LlamaForCausalLM(config)
 
 
 def load_base(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
