@@ -86,8 +86,66 @@ def test_smoke_run_leaves_a_loadable_run_directory(data, tmp_path):
     model, tok, cb, manifest = load_run(run)
     vocab = music_token_table(tok, cb.k)
     assert manifest["kind"] == "run" and manifest["base"] == "tiny"
+    best = min((x for x in rows if "val_ce" in x), key=lambda x: x["val_ce"])
+    assert manifest["best_step"] == best["step"] and manifest["best_val_ce"] == best["val_ce"]
     assert model.get_input_embeddings().weight.shape[0] == len(tok)
     assert tok.decode(vocab.ids(cb.codes_of("t1"))) == cb.text_of("t1")
+
+
+def test_a_run_without_trained_weights_says_so(data, tmp_path, caplog):
+    from talkplay.train.loop import setup
+
+    run = tmp_path / "run"
+    setup(data, run, tiny())  # killed here: RUN/model holds the untrained expanded model
+    assert json.loads((run / "manifest.json").read_text())["best_step"] is None
+    with caplog.at_level("WARNING", logger="talkplay.lm.checkpoint"):
+        load_run(run)
+    assert "no trained weights yet" in caplog.text
+
+
+def test_resume_with_another_model_is_refused_clearly(data, tmp_path):
+    from talkplay.train.loop import check_same_model, train
+
+    run = tmp_path / "run"
+    train(data, run, tiny(max_steps=1, eval_every=1, save_every=1))
+    check_same_model(run, tiny())  # same model: fine
+    other = tiny()
+    other.model.base = "smollm2"
+    with pytest.raises(ValueError, match="'tiny' in the run, 'smollm2' requested.*--fresh"):
+        check_same_model(run, other)
+    out = subprocess.run([str(BIN / "talkplay"), "train", "--data", str(data), "--run", str(run),
+                          "--profile", "tiny", "--base", "smollm2"],
+                         capture_output=True, text=True, env=_env())
+    assert out.returncode == 2 and "another model" in out.stdout, out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_cli_reports_a_training_error_without_a_traceback(data, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from talkplay.cli import app
+    from talkplay.train.data import TrainData
+
+    def too_few(self, epoch):  # what a dataset with too few sequences for the processes gives
+        raise ValueError("not enough training sequences (1) for 2 process(es)")
+
+    monkeypatch.setattr(TrainData, "epoch_batches", too_few)
+    r = CliRunner().invoke(app, ["train", "--data", str(data), "--run", str(tmp_path / "r"),
+                                 "--profile", "tiny", "--max-steps", "2"])
+    assert r.exit_code == 2 and "not enough training sequences" in r.output, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+@pytest.mark.parametrize("flag", ["--eval-every", "--save-every", "--max-steps", "--batch-size",
+                                  "--grad-accum", "--lr"])
+def test_cli_rejects_zero_for_options_that_must_be_positive(tmp_path, flag):
+    from typer.testing import CliRunner
+
+    from talkplay.cli import app
+
+    r = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--run", str(tmp_path / "r"),
+                                 flag, "0"])
+    assert r.exit_code == 2 and flag in r.output, r.output
 
 
 def test_self_similarity_term_shapes_the_music_embeddings(data, tmp_path):
@@ -166,7 +224,7 @@ def test_cli_reports_a_missing_codebook_without_a_traceback(tmp_path):
     out = subprocess.run([str(BIN / "talkplay"), "train", "--data", str(tmp_path / "empty"),
                           "--run", str(tmp_path / "r"), "--profile", "tiny"],
                          capture_output=True, text=True, env=_env())
-    assert out.returncode == 2 and "talkplay tokenize" in out.stdout
+    assert out.returncode == 2 and "talkplay tokenize --data" in out.stdout
     assert "Traceback" not in out.stdout + out.stderr
 
 

@@ -4,13 +4,15 @@
 RUN/model/              HF save_pretrained: model + tokenizer with music tokens (best by val CE)
 RUN/tokenizer/          copy of the codebook (talkplay.tokenize.codebook)
 RUN/config.json         the resolved Profile
-RUN/manifest.json       kind=run, data dir, base model, vocabulary size
+RUN/manifest.json       kind=run, data dir, base model, vocabulary size, best_step and
+                        best_val_ce of RUN/model (None until the first validation saves it)
 RUN/checkpoints/last/   state.pt (model, optimizer, scheduler, step, data position, RNG states)
 ```
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import shutil
 from pathlib import Path
@@ -28,6 +30,8 @@ from transformers import (
 from talkplay.config import Profile, asdict
 from talkplay.io import MANIFEST, atomic_dir, atomic_path, make_manifest, read_json, write_json
 from talkplay.tokenize.codebook import Codebook
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 LAST = "checkpoints/last"
@@ -73,13 +77,18 @@ def save_checkpoint(run_dir: str | Path, *, model: PreTrainedModel, optimizer: t
     return path
 
 
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether ``RUN/checkpoints/last`` is complete (its meta.json is written last)."""
+    return (Path(run_dir) / LAST / "meta.json").exists()
+
+
 def load_checkpoint(run_dir: str | Path) -> tuple[dict, dict] | None:
     """``(tensors, meta)`` of ``RUN/checkpoints/last``, or None when there is none.
 
     ``tensors`` holds model/optimizer/scheduler state dicts and RNG states (CPU tensors).
     """
     path = Path(run_dir) / LAST
-    if not (path / "meta.json").exists():
+    if not has_checkpoint(run_dir):
         return None
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
     return state, read_json(path / "meta.json")
@@ -100,6 +109,9 @@ def save_run(run_dir: str | Path, *, model: PreTrainedModel, tokenizer: PreTrain
              **manifest: Any) -> Path:
     """Make ``run_dir`` self-contained: model, codebook copy, resolved config, manifest.
 
+    The manifest says ``best_step: None`` (untrained) until ``record_best`` marks the model
+    as the best one validated so far.
+
     Args:
         run_dir: the run directory (created).
         model, tokenizer: expanded model and tokenizer.
@@ -118,8 +130,19 @@ def save_run(run_dir: str | Path, *, model: PreTrainedModel, tokenizer: PreTrain
     write_json(run_dir / "config.json", asdict(profile))
     write_json(run_dir / MANIFEST, make_manifest(
         "run", FORMAT_VERSION, data=str(Path(data_dir).resolve()), base=profile.model.base,
-        vocab_size=len(tokenizer), k=k, **manifest))
+        vocab_size=len(tokenizer), k=k, **{"best_step": None, "best_val_ce": None, **manifest}))
     return run_dir
+
+
+def record_best(run_dir: str | Path, step: int, val_ce: float) -> None:
+    """Mark ``RUN/model`` as trained: the step and validation CE it was saved at (manifest).
+
+    Call it right after ``save_model`` writes the best model.
+    """
+    path = Path(run_dir) / MANIFEST
+    manifest = read_json(path)
+    manifest.update(best_step=int(step), best_val_ce=float(val_ce))
+    write_json(path, manifest)
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu",
@@ -140,6 +163,10 @@ def load_run(path: str | Path, device: str | torch.device = "cpu",
         raise FileNotFoundError(f"{path}: not a TalkPlay run (expected manifest.json and model/; "
                                 "run `talkplay train` first)")
     manifest = read_json(path / MANIFEST)
+    if "best_step" in manifest and manifest["best_step"] is None:
+        # Runs from before best_step was recorded lack the key and are not warned about.
+        log.warning("%s: the model has no trained weights yet (training stopped before its "
+                    "first validation); recommendations come from the untrained model", path)
     tokenizer = AutoTokenizer.from_pretrained(path / "model")
     model = AutoModelForCausalLM.from_pretrained(path / "model", dtype=dtype).to(device)
     model.eval()

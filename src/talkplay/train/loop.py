@@ -33,7 +33,9 @@ from talkplay.io import read_json, write_json
 from talkplay.lm.base import load_base
 from talkplay.lm.checkpoint import (
     append_jsonl,
+    has_checkpoint,
     load_checkpoint,
+    record_best,
     save_checkpoint,
     save_model,
     save_run,
@@ -88,6 +90,32 @@ def lr_lambda(step: int, warmup: int, total: int, schedule: str) -> float:
     return 0.1 + 0.45 * (1.0 + math.cos(math.pi * frac))
 
 
+def check_same_model(run_dir: str | Path, prof: Profile) -> None:
+    """Refuse to resume a checkpoint made with another model section (base, tiny sizes).
+
+    Without this, a different ``--base``/``--profile`` loads another base model and
+    ``load_state_dict`` fails with a shape-mismatch traceback (or, for equal shapes, silently
+    mixes two models).
+
+    Args:
+        run_dir: the run directory (nothing to check when it holds no checkpoint).
+        prof: the requested profile.
+    Raises:
+        ValueError: the saved ``RUN/config.json`` model section differs from ``prof.model``.
+    """
+    run_dir = Path(run_dir)
+    if not has_checkpoint(run_dir) or not (run_dir / "config.json").exists():
+        return
+    saved = read_json(run_dir / "config.json").get("model", {})
+    want = asdict(prof.model)
+    diff = [f"{k}: {saved.get(k)!r} in the run, {v!r} requested" for k, v in want.items()
+            if saved.get(k) != v]
+    if diff:
+        raise ValueError(f"{run_dir} holds a checkpoint of another model ({'; '.join(diff)}); "
+                         f"resume with the run's model (--base {saved.get('base')} and its "
+                         "--profile), or pass --fresh to start over")
+
+
 def setup(data_dir: str | Path, run_dir: str | Path, prof: Profile, fresh: bool = False,
           acc: Accelerator | None = None) -> Setup:
     """Load data, codebook and base model; expand the vocabulary; restore a checkpoint if any.
@@ -112,6 +140,8 @@ def setup(data_dir: str | Path, run_dir: str | Path, prof: Profile, fresh: bool 
         raise ValueError("FSDP shards the embedding matrix that the self-similarity loss reads; "
                          "use --self-sim-lambda 0 with FSDP, or DDP / DeepSpeed ZeRO-2 "
                          "(docs/training.md)")
+    if not fresh:
+        check_same_model(run_dir, prof)  # before loading a base model that cannot match
     torch.manual_seed(tc.seed)
     ds = read_dataset(data_dir)
     codebook = Codebook.load(data_dir / "tokenizer")
@@ -275,6 +305,7 @@ def fit(s: Setup, report: Callable[[dict], None] | None = None) -> dict:
                 s.best_val = last_eval["val_ce"]
                 if acc.is_main_process:
                     save_model(run, acc.unwrap_model(s.model), s.tokenizer)
+                    record_best(run, s.step, s.best_val)  # RUN/model now holds trained weights
                 row["best"] = True
         rows.append(row)
         if acc.is_main_process:
