@@ -7,6 +7,15 @@ import logging
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 app = typer.Typer(
     help="TalkPlay: conversational music recommendation by generating music tokens.",
@@ -15,6 +24,8 @@ app = typer.Typer(
 data_app = typer.Typer(help="Build, import and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console()
+NOISY_LOGGERS = ("faiss", "faiss.loader", "bm25s", "sentence_transformers", "matplotlib", "httpx",
+                 "transformers")
 
 
 @app.callback()
@@ -27,3 +38,40 @@ def fail(message: str, code: int = 2) -> None:
     """Print a clear error (no stack trace) and exit non-zero."""
     console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
+
+
+def quiet_libraries() -> None:
+    """Keep third-party INFO chatter (faiss, bm25s, model loading bars) off the console.
+
+    Does nothing under ``--verbose`` (root logger at DEBUG). Some libraries set their logger's
+    level when imported (bm25s), so call it again after importing them.
+    """
+    if logging.getLogger().level <= logging.DEBUG:
+        return
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def progress_bar(*extra: ProgressColumn, remaining: bool = True, transient: bool = False,
+                 disable: bool = False) -> Progress:
+    """The progress bar every command uses: description, bar, done/total, elapsed, remaining.
+
+    Args:
+        *extra: columns appended after the standard ones.
+        remaining: show the time-remaining estimate.
+        transient: erase the bars when done.
+        disable: hide the bars (e.g. on non-main processes).
+    Returns:
+        A ``rich.progress.Progress`` on the shared console (use as a context manager).
+    """
+    columns: list[ProgressColumn] = [TextColumn("{task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), TimeElapsedColumn()]
+    if remaining:
+        columns.append(TimeRemainingColumn())
+    return Progress(*columns, *extra, console=console, transient=transient, disable=disable)

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from talkplay.cli.app import console, data_app, fail
+from talkplay.cli.app import console, data_app, fail, progress_bar
 from talkplay.data.conversations import llm as llm_gen
 from talkplay.data.conversations.common import (
     add_conversations,
@@ -34,11 +33,6 @@ def _splits(value: str | None) -> list[str] | None:
     if bad:
         fail(f"unknown split(s) {', '.join(bad)}; choose from {', '.join(SPLITS)}")
     return out
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=True)
 
 
 def _print_stats(stats: dict, seconds: float, title: str) -> None:
@@ -84,7 +78,7 @@ def conversations(
         if generator == "simulator":
             cfg = SimulatorConfig(seed=seed, max_turns=max_turns, per_playlist=per_playlist,
                                   reject_rate=reject_rate, negatives=negatives)
-            with _progress() as bar:
+            with progress_bar(remaining=False, transient=True) as bar:
                 task = bar.add_task("simulating", total=len(playlists))
                 convs = simulate(ds.tracks, playlists, cfg, progress=lambda n: bar.advance(task, n))
             record = {"generator": "simulator", "config": dataclasses.asdict(cfg)}
@@ -98,7 +92,7 @@ def conversations(
             if finalize:
                 convs = llm_gen.finished(work)
             else:
-                with _progress() as bar:
+                with progress_bar(remaining=False, transient=True) as bar:
                     task = bar.add_task("generating", total=len(playlists) * per_playlist)
                     result = llm_gen.generate(ds.tracks, playlists, cfg, work, restart=restart,
                                               on_done=lambda n: bar.advance(task, n))

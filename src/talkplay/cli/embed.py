@@ -8,17 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
-from talkplay.cli.app import app, console, fail
+from talkplay.cli.app import app, console, fail, progress_bar
 from talkplay.config import profile as get_profile
 from talkplay.data.errors import DataError
 from talkplay.tokenize.grammar import MODALITIES
@@ -27,8 +19,7 @@ from talkplay.tokenize.grammar import MODALITIES
 @contextmanager
 def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
     """A progress-bar factory for the library: (label, total) -> advance(n)."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bars:
+    with progress_bar() as bars:
         def factory(label: str, total: int) -> Callable[[int], None]:
             task = bars.add_task(label, total=total)
             return lambda n: bars.advance(task, n)

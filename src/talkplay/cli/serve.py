@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from talkplay.cli.app import app, console, fail
+from talkplay.cli.app import app, console, fail, quiet_libraries
 from talkplay.data.errors import DataError
 
-_NOISY = ("faiss", "faiss.loader", "bm25s", "sentence_transformers", "httpx", "transformers")
 RunOpt = Annotated[Path | None, typer.Option("--run", help="Fine-tuned TalkPlay run directory.")]
 SystemOpt = Annotated[str | None, typer.Option(
     "--system", help="Serve a baseline instead: popularity, bm25, dense or clap.")]
@@ -23,24 +21,16 @@ DataOpt = Annotated[Path | None, typer.Option(
 def _load(run: Path | None, system: str | None, data: Path | None):
     from talkplay.serve.loading import load_recommender
 
-    quiet = logging.getLogger().level > logging.DEBUG  # library chatter only with --verbose
-    _quiet(quiet)
-    if system is not None:
-        import talkplay.evaluate.baselines  # noqa: F401  (bm25s resets its log level on import)
-    _quiet(quiet)
+    if system is not None:  # bm25s sets its log level on import: import it before quieting
+        import talkplay.evaluate.baselines  # noqa: F401
+    quiet_libraries()  # library chatter only with --verbose
     try:
         with console.status("loading the recommender ..."):
             loaded = load_recommender(run, system, data)
     except DataError as e:
         fail(str(e))
-    _quiet(quiet)  # again: some libraries set their logger's level when imported
+    quiet_libraries()  # again: libraries imported while loading may set their loggers' levels
     return loaded
-
-
-def _quiet(quiet: bool) -> None:
-    if quiet:
-        for name in _NOISY:
-            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @app.command("serve")
