@@ -209,9 +209,10 @@ def main() -> None:
         ap.error("give both --run and --data, or neither")
     logging.basicConfig(level=logging.WARNING)
     import torch
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
+    from talkplay.cli.app import quiet_libraries
+
+    quiet_libraries()
     torch.set_num_threads(args.threads)
     console = Console(width=150)
     load = os.getloadavg()[0]
@@ -226,13 +227,13 @@ def main() -> None:
 
 
 def run_benchmark(args: argparse.Namespace, console: Console) -> None:
+    from talkplay.cli.app import quiet_libraries
     from talkplay.data.dataset import read_dataset
     from talkplay.evaluate.baselines import SYSTEMS, BaselineOptions
     from talkplay.evaluate.protocols import build_targets
-    from talkplay.recommend.recommender import TalkPlayRecommender
+    from talkplay.recommend.recommender import load_talkplay
 
-    for noisy in ("faiss", "faiss.loader", "bm25s", "sentence_transformers"):  # set on import
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_libraries()  # again: bm25s sets its log level on import
     ds = read_dataset(args.data)
     targets = build_targets(ds, "paper", split="test")
     if not targets:
@@ -255,17 +256,8 @@ def run_benchmark(args: argparse.Namespace, console: Console) -> None:
     live.note = f"turns/s: eval path (prepare); {len(turns) / sum(live.seconds):.1f} turn by turn"
     rows.append(live)
 
-    gen = None
-    if args.max_reply_tokens is not None:
-        from dataclasses import replace
-
-        from talkplay.config import GenerateConfig, from_dict
-        from talkplay.io import read_json
-
-        cfg_path = args.run / "config.json"
-        saved = read_json(cfg_path).get("generate", {}) if cfg_path.exists() else {}
-        gen = replace(from_dict(GenerateConfig, saved), max_reply_tokens=args.max_reply_tokens)
-    base = TalkPlayRecommender.from_run(args.run, gen, device="cpu", with_reply=False)
+    overrides = {} if args.max_reply_tokens is None else {"max_reply_tokens": args.max_reply_tokens}
+    base = load_talkplay(args.run, device="cpu", with_reply=False, **overrides)
     prompt_ms = []
     for t in turns:
         t0 = time.perf_counter()

@@ -68,3 +68,40 @@ def test_keep_seen_tracks_when_asked(run):
                                        mode="beam", with_reply=False)
     ids = [t.track_id for t in rec.recommend(HISTORY, k=60).tracks]
     assert "t3" in ids and rec.recommend(HISTORY, k=3).reply == ""
+
+
+def test_load_talkplay_reads_the_saved_config_and_applies_overrides(run):
+    from talkplay.recommend.recommender import load_talkplay
+
+    rec = load_talkplay(run, mode="beam", with_reply=False, exclude_seen=False)
+    assert rec.mode == "beam" and rec.with_reply is False and rec.cfg.exclude_seen is False
+    assert rec.cfg.num_beams == profile("tiny").generate.num_beams  # the rest is the saved config
+
+
+def test_load_talkplay_errors_are_data_errors(run, tmp_path):
+    import json
+    import shutil
+
+    from talkplay.data.errors import DataError
+    from talkplay.recommend.recommender import load_talkplay
+
+    with pytest.raises(DataError, match="not a TalkPlay run"):
+        load_talkplay(tmp_path / "missing")
+    broken = tmp_path / "broken"
+    shutil.copytree(run, broken)
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(DataError, match="config.json: generate: unreadable"):
+        load_talkplay(broken)
+    (broken / "config.json").write_text(json.dumps({"generate": {"mode": "nope"}}))
+    with pytest.raises(DataError, match="unknown mode 'nope'"):
+        load_talkplay(broken)
+
+
+def test_unknown_history_track_is_a_clear_error(run):
+    from talkplay.data.errors import DataError
+    from talkplay.recommend.recommender import load_talkplay
+
+    rec = load_talkplay(run, with_reply=False)
+    with pytest.raises(DataError, match="track 'zz9' is not in this run's catalog") as err:
+        rec.recommend([Message("user", "hi"), Message("music", "zz9"), Message("user", "more")])
+    assert err.value.file == str(run)

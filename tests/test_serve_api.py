@@ -17,6 +17,7 @@ import soundfile as sf
 import uvicorn
 
 from talkplay.data.dataset import Dataset, read_dataset, write_dataset
+from talkplay.data.errors import DataError
 from talkplay.data.schema import Conversation, Message, Playlist, Track
 from talkplay.evaluate.baselines import SYSTEMS
 from talkplay.serve.app import create_app
@@ -356,6 +357,34 @@ class GatedRecommender:
         return self.inner.recommend(history, k, exclude)
 
 
+class ForgetfulRecommender:
+    """Real BM25, behind a catalog check that knows none of the played tracks, as a run served
+    with another dataset's catalog would: the recommender raises DataError on them."""
+
+    name = "forgetful-bm25"
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def recommend(self, history, k=10, exclude=None):
+        for m in history:
+            if m.role == "music":
+                raise DataError(f"track {m.content!r} is not in this run's catalog", file="RUN")
+        return self.inner.recommend(history, k, exclude)
+
+
+def test_history_tracks_the_recommender_cannot_read_give_422(catalog):
+    rec = ForgetfulRecommender(SYSTEMS["bm25"](catalog))
+    with LiveServer(create_app(rec, catalog, ServeSettings(k=3))) as live, httpx.Client() as c:
+        sid, h = new_session(c, live.url)
+        first = c.post(f"{live.url}/api/sessions/{sid}/messages", headers=h, json={"text": "jazz"})
+        assert first.status_code == 200, first.text
+        r = c.post(f"{live.url}/api/sessions/{sid}/messages", headers=h, json={"text": "more"})
+        assert r.status_code == 422 and r.json()["error"] == "bad_history"
+        played = first.json()["tracks"][0]["id"]
+        assert r.json()["detail"] == f"track {played!r} is not in this run's catalog"  # no path
+
+
 def _post_in_thread(url: str, headers: dict, text: str, out: list) -> threading.Thread:
     def go():
         with httpx.Client(timeout=60) as c:
@@ -414,7 +443,6 @@ def test_graceful_shutdown_finishes_in_flight_requests(catalog):
 @pytest.fixture(scope="module")
 def talkplay_run(tmp_path_factory) -> Path:
     """A tiny TalkPlay run (2 training steps on the toy dataset): real model, real lookup."""
-    pytest.importorskip("talkplay.recommend.recommender", reason="TalkPlayRecommender not built yet")
     from talkplay.config import profile
     from talkplay.train.loop import train
     from talkplay.train.toy import toy_dataset

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from talkplay.config import GenerateConfig
+from talkplay.data.errors import DataError
 from talkplay.data.schema import Message
 from talkplay.lm.render import render_prompt
 from talkplay.lm.vocab import MusicVocab, music_token_table
@@ -112,6 +113,8 @@ class TalkPlayRecommender:
         self._lock = threading.Lock()
         self.cache_stats = {"hits": 0, "reused_tokens": 0, "prompt_tokens": 0}
         """Prompts that reused a cached prefix, and tokens reused / seen in all (benchmarks)."""
+        self.run: str | None = None
+        """The run directory (set by ``from_run``; named in errors)."""
 
     @classmethod
     def from_run(cls, run: str | Path, cfg: GenerateConfig | None = None, mode: str | None = None,
@@ -148,11 +151,22 @@ class TalkPlayRecommender:
             popularity = np.array([pops.get(t, 0.0) for t in codebook.item_ids], dtype=np.float64)
         else:
             log.warning("run %s: dataset %s not found; lookup ties ignore popularity", run, data)
-        return cls(model, tokenizer, codebook, cfg, mode=mode, popularity=popularity,
-                   context_length=context, with_reply=with_reply, cache_size=cache_size)
+        rec = cls(model, tokenizer, codebook, cfg, mode=mode, popularity=popularity,
+                  context_length=context, with_reply=with_reply, cache_size=cache_size)
+        rec.run = str(run)
+        return rec
 
     def prompt_ids(self, history: list[Message]) -> list[int]:
-        """Token ids of the generation prompt, ending with ``<start_of_music>``."""
+        """Token ids of the generation prompt, ending with ``<start_of_music>``.
+
+        Raises:
+            DataError: a music message names a track that is not in the run's codebook.
+        """
+        for m in history:
+            if m.role == "music" and m.content not in self.codebook.row:
+                raise DataError(f"track {m.content!r} is not in this run's catalog (its codebook "
+                                "has no codes for it; was the run trained on another dataset?)",
+                                file=self.run)
         ids = render_prompt(history, self.tokenizer, self.codebook, self.vocab,
                             context_length=self.context_length)
         return ids + [self.vocab.start]
@@ -261,3 +275,49 @@ class TalkPlayRecommender:
         ids = generate_text(self.model, state, self.cfg, self.stop_ids, self.cfg.max_reply_tokens,
                             banned_ids=self.banned, generator=generator)
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def load_talkplay(run: str | Path, *, mode: str | None = None, device: str = "auto",
+                  with_reply: bool = True, cache_size: int = 8,
+                  **generate) -> TalkPlayRecommender:
+    """``TalkPlayRecommender.from_run`` with the run's saved generate config, errors as DataError.
+
+    The one loader behind ``talkplay evaluate``, ``talkplay serve/chat`` and the benchmarks.
+
+    Args:
+        run: the run directory.
+        mode: "paper" or "beam" (default: the saved ``generate.mode``).
+        device: "auto", "cpu" or "cuda".
+        with_reply: generate reply text (evaluation passes False).
+        cache_size: prompt states kept for prefix reuse.
+        **generate: ``GenerateConfig`` fields that override the saved ones
+            (e.g. ``exclude_seen=False``, ``max_reply_tokens=32``).
+    Returns:
+        The recommender.
+    Raises:
+        DataError: the run is missing or incomplete, or its config.json is corrupt or holds
+            an unknown generate field.
+    """
+    from dataclasses import replace
+
+    from talkplay.config import from_dict
+    from talkplay.io import read_json
+
+    run = Path(run)
+    if not (run / "manifest.json").is_file() or not (run / "model").is_dir():
+        raise DataError("not a TalkPlay run (expected manifest.json and model/); train one with "
+                        "`talkplay train`", file=str(run))
+    cfg_path = run / "config.json"
+    try:
+        saved = read_json(cfg_path).get("generate", {}) if cfg_path.is_file() else {}
+        cfg = replace(from_dict(GenerateConfig, saved), **generate)
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise DataError(f"unreadable generate config: {e}", file=str(cfg_path),
+                        field="generate") from e
+    try:
+        return TalkPlayRecommender.from_run(run, cfg, mode=mode, device=device,
+                                            with_reply=with_reply, cache_size=cache_size)
+    except DataError:
+        raise
+    except (OSError, ValueError, KeyError) as e:  # missing/unreadable files, bad mode
+        raise DataError(f"cannot load the run: {e}", file=str(run)) from e

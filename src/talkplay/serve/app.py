@@ -31,6 +31,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.staticfiles import StaticFiles
 
 from talkplay.data.dataset import Dataset
+from talkplay.data.errors import DataError
 from talkplay.recommend.protocol import Recommender
 from talkplay.serve import models as m
 from talkplay.serve.catalog import Catalog, media_type
@@ -142,6 +143,9 @@ def create_app(recommender: Recommender, dataset: Dataset,
             except QueueFull as e:
                 raise ApiError(503, "busy", f"the recommender is busy ({e}); retry shortly",
                                {"Retry-After": "1"}) from e
+            except DataError as e:  # e.g. a history track the run's codebook does not know
+                log.warning("recommender %s: %s", getattr(recommender, "name", "?"), e)
+                raise ApiError(422, "bad_history", e.reason) from e
             except Exception as e:
                 log.exception("recommender %s failed", getattr(recommender, "name", "?"))
                 raise ApiError(500, "recommender_failed",

@@ -11,7 +11,6 @@ from talkplay.io import MANIFEST, read_json
 from talkplay.recommend.protocol import Recommender
 
 log = logging.getLogger(__name__)
-BASELINES = ("popularity", "bm25", "dense", "clap")
 
 
 def run_data_dir(run: Path) -> Path:
@@ -31,29 +30,6 @@ def run_data_dir(run: Path) -> Path:
     return Path(data)
 
 
-def load_talkplay(run: Path) -> Recommender:
-    """``TalkPlayRecommender.from_run`` with the run's own generation config.
-
-    Raises:
-        DataError: the recommender module is unavailable or the run does not load.
-    """
-    try:
-        from talkplay.recommend.recommender import TalkPlayRecommender
-    except ImportError as e:
-        raise DataError("TalkPlay runs cannot be served: talkplay.recommend.recommender is "
-                        f"unavailable ({e}); serve a baseline with --system") from e
-    from talkplay.config import GenerateConfig, from_dict
-
-    cfg_path = Path(run) / "config.json"
-    gen = GenerateConfig()
-    if cfg_path.is_file():
-        gen = from_dict(GenerateConfig, read_json(cfg_path).get("generate", {}))
-    try:
-        return TalkPlayRecommender.from_run(run, gen)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        raise DataError(f"cannot load the run: {e}", file=str(run)) from e
-
-
 def load_recommender(run: Path | None = None, system: str | None = None,
                      data: Path | None = None) -> tuple[Recommender, Dataset]:
     """The recommender and the catalog it recommends from.
@@ -69,15 +45,18 @@ def load_recommender(run: Path | None = None, system: str | None = None,
     """
     if (run is None) == (system is None):
         raise DataError("give either --run RUN (TalkPlay) or --system NAME --data DIR (baseline)")
-    if system is not None and system not in BASELINES:
-        raise DataError(f"unknown system {system!r}; choose from {list(BASELINES)}")
+    if system is not None:
+        from talkplay.evaluate.baselines import SYSTEMS
+
+        if system not in SYSTEMS:
+            raise DataError(f"unknown system {system!r}; choose from {list(SYSTEMS)}")
     data_dir = data if data is not None else (run_data_dir(run) if run is not None else None)
     if data_dir is None:
         raise DataError(f"--system {system} needs --data DIR (the dataset to recommend from)")
     ds = read_dataset(data_dir)
     if run is not None:
-        return load_talkplay(run), ds
-    from talkplay.evaluate.baselines import SYSTEMS
+        from talkplay.recommend.recommender import load_talkplay
 
+        return load_talkplay(run), ds
     log.debug("indexing %d tracks for %s", len(ds.tracks), system)
     return SYSTEMS[system](ds), ds
