@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 
+import pytest
 from typer.testing import CliRunner
 
 from talkplay.cli import app
@@ -97,3 +99,97 @@ def test_evaluate_clear_errors(tmp_path):
                               "--out", str(tmp_path / "o"), "--split", "valid"])
     assert res.exit_code == 2 and "no paper targets" in res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tiny TalkPlay run (2 steps on the toy dataset; its conversations are train/valid)."""
+    from talkplay.config import profile
+    from talkplay.train.loop import train
+    from talkplay.train.toy import toy_dataset
+
+    root = tmp_path_factory.mktemp("evalrun")
+    prof = profile("tiny")
+    prof.train.max_steps, prof.train.eval_every, prof.train.save_every = 2, 2, 2
+    train(toy_dataset(root / "data", seed=0), root / "run", prof)
+    return root / "data", root / "run"
+
+
+def _talkplay_eval(data, run, out, *extra):
+    return runner.invoke(app, ["evaluate", "--data", str(data), "--run", str(run), "--systems",
+                               "talkplay-paper", "--split", "valid", "--limit", "2", "--ks", "1,100",
+                               "--out", str(out), *extra])
+
+
+def _played_and_predicted(out):
+    """Per target: (tracks played before it, its predicted ranking)."""
+    from talkplay.data.dataset import read_dataset
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    ds = read_dataset(manifest["data"])
+    convs = {c.id: c for c in ds.conversations}
+    pairs = []
+    for line in (out / "talkplay-paper.predictions.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        cid, pos = row["docid"].rsplit(":", 1)
+        played = {m.content for m in convs[cid].messages[:int(pos)] if m.role == "music"}
+        pairs.append((played, [n["docid"] for n in row["neighbor"]]))
+    return pairs
+
+
+def test_evaluate_talkplay_ranks_without_replies_and_honours_keep_history(tiny_run, tmp_path,
+                                                                           monkeypatch):
+    from talkplay.recommend.recommender import TalkPlayRecommender
+
+    def no_reply(self, *args, **kwargs):
+        raise AssertionError("evaluation generated a reply")
+
+    monkeypatch.setattr(TalkPlayRecommender, "_reply", no_reply)
+    data, run = tiny_run
+    res = _talkplay_eval(data, run, tmp_path / "a")
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["kind"] == "evaluation" and manifest["systems"] == ["talkplay-paper"]
+    assert manifest["run"] == str(run.resolve()) and manifest["keep_history"] is False
+    assert manifest["protocol"] == "auto" and manifest["resolved_protocol"] == "paper"
+    assert manifest["limit"] == 2 and manifest["baseline_options"]["decay"] == 0.5
+    tp = manifest["talkplay"]["talkplay-paper"]
+    assert tp["with_reply"] is False and tp["mode"] == "paper"
+    assert tp["generate"]["exclude_seen"] is True
+    pairs = _played_and_predicted(tmp_path / "a")
+    assert any(played for played, _ in pairs)
+    assert all(not played & set(ranked) for played, ranked in pairs)  # played tracks excluded
+
+    res = _talkplay_eval(data, run, tmp_path / "b", "--keep-history")
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["keep_history"] is True
+    assert manifest["talkplay"]["talkplay-paper"]["generate"]["exclude_seen"] is False
+    # The whole 60-track catalog is ranked (k=100): played tracks are back in the rankings.
+    pairs = _played_and_predicted(tmp_path / "b")
+    assert all(played <= set(ranked) for played, ranked in pairs)
+
+
+def test_evaluate_talkplay_clear_errors(tiny_run, tmp_path):
+    data, run = tiny_run
+    res = _talkplay_eval(data, tmp_path / "nope", tmp_path / "o")
+    assert res.exit_code == 2 and "not a TalkPlay run" in " ".join(res.output.split())
+    broken = tmp_path / "broken"
+    shutil.copytree(run, broken)
+    (broken / "config.json").write_text("{not json")
+    res = _talkplay_eval(data, broken, tmp_path / "o")
+    assert res.exit_code == 2 and "config.json" in res.output and "Traceback" not in res.output
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["generate"]["no_such_field"] = 1
+    (broken / "config.json").write_text(json.dumps(cfg))
+    res = _talkplay_eval(data, broken, tmp_path / "o")
+    assert res.exit_code == 2 and "no_such_field" in res.output
+    # A dataset whose conversations play tracks the run has never seen: a clear error.
+    other = tmp_path / "other"
+    write_dataset(other, Dataset(tracks=[Track("zz1", "A", ["B"]), Track("zz2", "C", ["D"])],
+                                 conversations=[_conv("c1", [("q", "zz1"), ("r", "zz2")])]),
+                  source="toy", split_rule="by hand")
+    res = runner.invoke(app, ["evaluate", "--data", str(other), "--run", str(run), "--systems",
+                              "talkplay-paper", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2, res.output
+    assert "track 'zz1' is not in this run's catalog" in " ".join(res.output.split())

@@ -150,7 +150,8 @@ def test_cli_errors_are_clear(tmp_path, bad):
 
 
 def test_on_the_embedded_world():
-    world_mod = pytest.importorskip("talkplay.data.world")
+    from talkplay.data import world as world_mod
+
     world = world_mod.build_world(world_mod.WorldConfig(
         n_tracks=400, n_artists=50, n_playlists=150, audio=False, seed=1))
     ds = world.dataset

@@ -2,77 +2,51 @@
 
 from __future__ import annotations
 
-import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markdown import Markdown
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-from talkplay.cli.app import app, console, fail
+from talkplay.cli.app import app, console, fail, progress_bar, quiet_libraries
 from talkplay.data.dataset import Dataset, read_dataset
 from talkplay.data.errors import DataError
+from talkplay.io import MANIFEST, make_manifest, write_json
 
-# Baselines import faiss / bm25s: loaded inside the command so `talkplay --help` stays fast.
-BASELINES = ("bm25", "dense", "clap", "popularity")
+# Baselines import faiss / bm25s: their names (talkplay.evaluate.baselines.SYSTEMS) are read
+# inside the command so `talkplay --help` stays fast.
 KS = "1,5,10,20,100"
 TALKPLAY_MODES = {"talkplay": None, "talkplay-paper": "paper", "talkplay-beam": "beam"}
 
 
-def _quiet_libraries() -> None:
-    """Keep third-party INFO chatter (faiss loading, bm25s, model loading bars) off the table."""
-    if logging.getLogger().level <= logging.DEBUG:
-        return
-    for name in ("faiss", "faiss.loader", "bm25s", "sentence_transformers", "matplotlib", "httpx"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        from transformers.utils import logging as hf_logging
+def build_talkplay(run: Path | None, name: str, keep_history: bool = False):
+    """TalkPlayRecommender from a run directory, ranking only (no reply text).
 
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
-
-
-def build_talkplay(run: Path | None, name: str):
-    """TalkPlayRecommender from a run directory; ``name`` picks the ranking mode.
-
+    Args:
+        run: the fine-tuned run directory.
+        name: "talkplay" (the run's saved mode), "talkplay-paper" or "talkplay-beam".
+        keep_history: allow recommending tracks already played (``exclude_seen=False``), as
+            ``--keep-history`` does for the baselines.
+    Returns:
+        The recommender, named ``name``.
     Raises:
-        DataError: no run given, or the recommender module is not available.
+        DataError: no run given, or the run does not load.
     """
     if run is None:
         raise DataError(f"system {name!r} needs --run RUN (a fine-tuned run directory)")
-    try:
-        from talkplay.recommend.recommender import TalkPlayRecommender
-    except ImportError as e:
-        raise DataError(f"system {name!r} is unavailable: cannot import "
-                        f"talkplay.recommend.recommender.TalkPlayRecommender ({e})") from e
-    from talkplay.config import GenerateConfig, from_dict
-    from talkplay.io import read_json
+    from talkplay.recommend.recommender import load_talkplay
 
-    cfg_path = run / "config.json"
-    gen = GenerateConfig()
-    if cfg_path.exists():
-        gen = from_dict(GenerateConfig, read_json(cfg_path).get("generate", {}))
-    mode = TALKPLAY_MODES[name] or gen.mode
-    try:
-        rec = TalkPlayRecommender.from_run(run, gen, mode=mode)
-    except OSError as e:  # missing or unreadable run files
-        raise DataError(f"cannot load the run for {name!r}: {e}", file=str(run)) from e
+    # Evaluation ranks tracks only: a reply per target would cost most of the time, unused.
+    rec = load_talkplay(run, mode=TALKPLAY_MODES[name], with_reply=False,
+                        exclude_seen=not keep_history)
     rec.name = name
     return rec
 
 
-def build_systems(ds: Dataset, names: list[str], run: Path | None,
-                  options) -> tuple[dict, dict[str, float]]:
+def build_systems(ds: Dataset, names: list[str], run: Path | None, options,
+                  keep_history: bool = False) -> tuple[dict, dict[str, float]]:
     """Build each named system; returns (systems, build seconds per system)."""
     from talkplay.evaluate.baselines import SYSTEMS
 
@@ -81,11 +55,24 @@ def build_systems(ds: Dataset, names: list[str], run: Path | None,
         started = time.perf_counter()
         with console.status(f"building {name} ..."):
             if name in TALKPLAY_MODES:
-                systems[name] = build_talkplay(run, name)
+                systems[name] = build_talkplay(run, name, keep_history)
             else:
                 systems[name] = SYSTEMS[name](ds, options)
         seconds[name] = round(time.perf_counter() - started, 2)
     return systems, seconds
+
+
+def write_manifest(out: Path, *, data: Path, run: Path | None, systems: dict, protocol: str,
+                   resolved: str, split: str, limit: int | None, ks: tuple[int, ...], options,
+                   keep_history: bool) -> None:
+    """OUT/manifest.json: what was evaluated, on what, with which settings."""
+    talkplay = {name: {"mode": rec.mode, "with_reply": rec.with_reply, "generate": asdict(rec.cfg)}
+                for name, rec in systems.items() if name in TALKPLAY_MODES}
+    write_json(out / MANIFEST, make_manifest(
+        "evaluation", 1, data=str(data.resolve()), run=str(run.resolve()) if run else None,
+        systems=list(systems), protocol=protocol, resolved_protocol=resolved, split=split,
+        limit=limit, ks=list(ks), keep_history=keep_history, baseline_options=asdict(options),
+        talkplay=talkplay))
 
 
 @app.command("evaluate")
@@ -110,29 +97,27 @@ def evaluate(
         help="(paper protocol) allow recommending tracks already in the history.")] = False,
 ) -> None:
     """Evaluate systems on the test conversations; write results.json/.md, a plot and predictions."""
+    from talkplay.evaluate.baselines import SYSTEMS, BaselineOptions
+    from talkplay.evaluate.report import main_table, turn_table
+    from talkplay.evaluate.run import evaluate as run_evaluate
+
+    quiet_libraries()  # after the baselines import: bm25s sets its log level on import
     names = [s.strip() for s in systems.split(",") if s.strip()]
-    unknown = [n for n in names if n not in BASELINES and n not in TALKPLAY_MODES]
+    unknown = [n for n in names if n not in SYSTEMS and n not in TALKPLAY_MODES]
     if unknown or not names:
-        fail(f"unknown system(s) {unknown}; choose from {list(BASELINES) + list(TALKPLAY_MODES)}")
+        fail(f"unknown system(s) {unknown}; choose from {list(SYSTEMS) + list(TALKPLAY_MODES)}")
     try:
         cutoffs = tuple(int(k) for k in ks.split(","))
         if min(cutoffs) < 1:
             raise ValueError
     except ValueError:
         fail(f"--ks must be positive integers separated by commas, got {ks!r}")
-    _quiet_libraries()
-    from talkplay.evaluate.baselines import BaselineOptions
-    from talkplay.evaluate.report import main_table, turn_table
-    from talkplay.evaluate.run import evaluate as run_evaluate
-
     try:
         ds = read_dataset(data)
         options = BaselineOptions(decay=decay, track_weight=track_weight, text_model=text_model,
                                   clap_model=clap_model)
-        built, build_seconds = build_systems(ds, names, run, options)
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=console) as bar:
+        built, build_seconds = build_systems(ds, names, run, options, keep_history)
+        with progress_bar() as bar:
             tasks: dict[str, int] = {}
 
             def progress(name: str, done: int, total: int) -> None:
@@ -145,6 +130,9 @@ def evaluate(
                                    exclude_history=not keep_history,
                                    system_info={n: {"build_seconds": s}
                                                 for n, s in build_seconds.items()})
+        write_manifest(out, data=data, run=run, systems=built, protocol=protocol,
+                       resolved=results["protocol"], split=split, limit=limit, ks=cutoffs,
+                       options=options, keep_history=keep_history)
     except (DataError, ValueError) as e:
         fail(str(e))
     console.print(Markdown(f"**{results['protocol']} protocol**, {results['targets']} targets "
@@ -152,4 +140,5 @@ def evaluate(
     console.print(Markdown(main_table(results, "micro")))
     console.print(Markdown("MRR by turn index"))
     console.print(Markdown(turn_table(results)))
-    console.print(f"wrote {out}/results.json, results.md, mrr_by_turn.png and predictions")
+    console.print(f"wrote {out}/results.json, results.md, manifest.json, mrr_by_turn.png and "
+                  "predictions")
