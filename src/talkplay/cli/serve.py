@@ -21,9 +21,10 @@ DataOpt = Annotated[Path | None, typer.Option(
 def _load(run: Path | None, system: str | None, data: Path | None):
     from talkplay.serve.loading import load_recommender
 
-    if system is not None:  # bm25s sets its log level on import: import it before quieting
+    quiet_libraries()  # library chatter only with --verbose (faiss logs while importing)
+    if system is not None:  # bm25s resets its log level on import: quiet again afterwards
         import talkplay.evaluate.baselines  # noqa: F401
-    quiet_libraries()  # library chatter only with --verbose
+    quiet_libraries()
     try:
         with console.status("loading the recommender ..."):
             loaded = load_recommender(run, system, data)
