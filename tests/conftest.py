@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# CLI output goes through rich, which wraps at the terminal width (80 columns under a test
+# runner): wide enough that error messages with long temporary paths stay on one line.
+os.environ.setdefault("COLUMNS", "200")
 
 import pytest
 

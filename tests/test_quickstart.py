@@ -39,7 +39,18 @@ def test_quickstart_tiny_runs_every_stage_then_reuses_them(tmp_path):
                                           "evaluate")), stages
     assert "up to date, skipped" in again.output
 
+    # Changed settings rerun the stage they belong to, and only that one.
+    third = runner.invoke(app, ["quickstart", "--profile", "tiny", "--work", str(work), "--no-serve",
+                                "--eval-limit", "2"])
+    assert third.exit_code == 0, third.output
+    stages = json.loads((work / "quickstart.json").read_text())["stages_s"]
+    assert stages["evaluate"] > 0 and stages["train"] == 0.0, stages
+    assert json.loads((work / "results" / "results.json").read_text())["limit"] == 2
 
-def test_quickstart_rejects_unknown_profile(tmp_path):
+
+def test_quickstart_rejects_unknown_profile_and_bad_limit(tmp_path):
     out = CliRunner().invoke(app, ["quickstart", "--profile", "huge", "--work", str(tmp_path)])
     assert out.exit_code == 2 and "unknown profile 'huge'" in out.output
+    out = CliRunner().invoke(app, ["quickstart", "--profile", "tiny", "--eval-limit", "0",
+                                   "--work", str(tmp_path)])
+    assert out.exit_code == 2 and "--eval-limit must be at least 1" in out.output

@@ -74,7 +74,7 @@ def quickstart(
     profile: Annotated[str, typer.Option(help="small (CPU default) or tiny (smoke test).")] = "small",
     minutes: Annotated[float, typer.Option(help="Training budget in minutes.")] = 12.0,
     eval_limit: Annotated[int | None, typer.Option(
-        help="Test conversations to evaluate (default: the profile's).")] = None,
+        help="Test conversations to evaluate (default: small 40, tiny 4).")] = None,
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the chat server at the end.")] = True,
     port: Annotated[int, typer.Option(help="Chat server port (127.0.0.1).")] = 8000,
 ) -> None:
@@ -85,11 +85,19 @@ def quickstart(
     qs = QUICKSTART_SETTINGS[profile]
     data = data or work / "world"
     run, out = work / "run", work / "results"
-    limit = eval_limit or qs["eval_limit"]
+    limit = qs["eval_limit"] if eval_limit is None else eval_limit
+    if limit < 1:
+        fail("--eval-limit must be at least 1")
     timings: dict[str, float] = {}
+    # A stage also reruns when its arguments changed since the last quickstart in WORK
+    # (e.g. a larger --minutes resumes training from its checkpoint for that many minutes more).
+    record = work / "quickstart.json"
+    before = read_json(record).get("stage_args", {}) if record.exists() else {}
+    stage_args: dict[str, list[str]] = {}
 
     def stage(name: str, done: Callable[[], bool], args: list[str]) -> None:
-        if done():
+        stage_args[name] = args
+        if done() and before.get(name, args) == args:
             console.rule(f"[bold]{name}[/]: up to date, skipped")
             timings[name] = 0.0
             return
@@ -97,8 +105,8 @@ def quickstart(
         started = time.perf_counter()
         try:
             _invoke(args)
-        except (RuntimeError, OSError) as e:
-            fail(f"stage '{name}' failed: {e}")
+        except Exception as e:  # noqa: BLE001 - any failure is reported with its stage
+            fail(f"stage '{name}' failed: {type(e).__name__}: {e}")
         timings[name] = round(time.perf_counter() - started, 1)
 
     def has_conversations() -> bool:
@@ -109,17 +117,20 @@ def quickstart(
     stage("world", lambda: (data / "manifest.json").exists(),
           ["data", "synth", "--out", str(data), *qs["world"]])
     stage("conversations", has_conversations, ["data", "conversations", "--data", str(data)])
-    stage("embed", lambda: False, ["embed", "--data", str(data)])  # cached by input fingerprint
+    train_profile = "small" if profile == "small" else "tiny"
+    # embed is cached by input fingerprint: rerunning it costs seconds
+    stage("embed", lambda: False, ["embed", "--data", str(data), "--profile", train_profile])
     stage("tokenize", lambda: _newer(data / "tokenizer" / "manifest.json",
                                      data / "embeddings" / "manifest.json"),
           ["tokenize", "--data", str(data), *qs["tokenize"]])
     stage("train", lambda: _newer(run_done, data / "tokenizer" / "manifest.json"),
-          ["train", "--data", str(data), "--run", str(run), "--profile", "small"
-           if profile == "small" else "tiny", "--max-minutes", str(minutes), *qs["train"]])
+          ["train", "--data", str(data), "--run", str(run), "--profile", train_profile,
+           "--max-minutes", str(minutes), *qs["train"]])
     stage("evaluate", lambda: _newer(out / "results.json", run_done),
           ["evaluate", "--data", str(data), "--run", str(run), "--out", str(out), "--limit",
            str(limit), "--systems", "talkplay-beam,talkplay-paper,bm25,dense,clap,popularity"])
     summary = {"data": str(data), "run": str(run), "results": str(out), "stages_s": timings,
+               "stage_args": stage_args,
                "total_s": round(sum(timings.values()), 1), "peak_rss_mb": round(_peak_mb())}
     write_json(work / "quickstart.json", summary)
     table = Table(title="quickstart stages")
@@ -133,4 +144,7 @@ def quickstart(
                   f"plots: {out / 'mrr_by_turn.png'}, {run / 'curves.png'}")
     if serve:
         console.rule("[bold]serve[/]")
-        _invoke(["serve", "--run", str(run), "--port", str(port)])
+        try:
+            _invoke(["serve", "--run", str(run), "--port", str(port)])
+        except Exception as e:  # noqa: BLE001
+            fail(f"stage 'serve' failed: {type(e).__name__}: {e}")
