@@ -236,3 +236,24 @@ def test_accelerate_configs_parse():
     for p in paths:
         cfg = load_config_from_file(str(p))
         assert cfg.num_processes >= 1 and cfg.mixed_precision == "bf16", p
+
+
+def test_freeze_lower_layers_trains_only_the_top_and_the_embeddings():
+    from talkplay.config import ModelConfig
+    from talkplay.lm.base import tiny_model
+    from talkplay.train.loop import freeze_lower_layers
+
+    model = tiny_model(ModelConfig(base="tiny", tiny_layers=3, tiny_hidden=32), vocab_size=300)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    freeze_lower_layers(model, 1)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    ids = torch.randint(0, 300, (2, 12))
+    model(input_ids=ids, labels=ids).loss.backward()
+    opt.step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert any(n.startswith("model.layers.2.") for n in changed)
+    assert not any(n.startswith(("model.layers.0.", "model.layers.1.")) for n in changed)
+    assert "model.embed_tokens.weight" in changed  # learns through the tied LM head
+    assert model.model.layers[0].self_attn.q_proj.weight.grad is None  # no backward down there
+    with pytest.raises(ValueError, match="train_top_layers"):
+        freeze_lower_layers(model, 4)

@@ -40,6 +40,8 @@ def train(
     eval_every: Annotated[int | None, typer.Option(min=1, help="Validate every N steps.")] = None,
     save_every: Annotated[int | None, typer.Option(min=1, help="Checkpoint every N steps.")] = None,
     seed: Annotated[int | None, typer.Option(min=0)] = None,
+    train_top_layers: Annotated[int | None, typer.Option(
+        min=1, help="Train only the top N layers + embeddings (cheap CPU steps; default: all).")] = None,
     fresh: Annotated[bool, typer.Option(help="Start over even if RUN has a checkpoint.")] = False,
 ) -> None:
     """Fine-tune the LLM on conversations + playlist continuation + self-similarity loss."""
@@ -62,7 +64,8 @@ def train(
                  "batch_size": batch_size, "grad_accum": grad_accum,
                  "context_length": context_length, "self_sim_lambda": self_sim_lambda,
                  "playlist_share": playlist_share, "warmup_steps": warmup_steps,
-                 "eval_every": eval_every, "save_every": save_every, "seed": seed}
+                 "eval_every": eval_every, "save_every": save_every, "seed": seed,
+                 "train_top_layers": train_top_layers}
     for k, v in overrides.items():
         if v is not None:
             setattr(prof.train, k, v)

@@ -116,6 +116,30 @@ def check_same_model(run_dir: str | Path, prof: Profile) -> None:
                          "--profile), or pass --fresh to start over")
 
 
+def freeze_lower_layers(model: torch.nn.Module, top: int) -> int:
+    """Freeze all but the top ``top`` decoder layers, the final norm and the embeddings.
+
+    The input embeddings' output is detached, so backward stops at the lowest trained layer;
+    the (tied) embedding matrix still learns through the LM head and the self-similarity loss.
+
+    Returns:
+        The number of trainable parameters.
+    """
+    decoder = model.get_decoder()
+    layers = decoder.layers
+    if not 0 < top <= len(layers):
+        raise ValueError(f"train_top_layers must be in 1..{len(layers)}, got {top}")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trained = [*layers[-top:], getattr(decoder, "norm", None), model.get_input_embeddings(),
+               model.get_output_embeddings()]
+    for module in filter(None, trained):
+        for p in module.parameters():
+            p.requires_grad_(True)
+    model.get_input_embeddings().register_forward_hook(lambda _m, _i, out: out.detach())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def setup(data_dir: str | Path, run_dir: str | Path, prof: Profile, fresh: bool = False,
           acc: Accelerator | None = None) -> Setup:
     """Load data, codebook and base model; expand the vocabulary; restore a checkpoint if any.
@@ -152,8 +176,12 @@ def setup(data_dir: str | Path, run_dir: str | Path, prof: Profile, fresh: bool 
     data = TrainData(train_split, r, batch_size=tc.batch_size, playlist_share=tc.playlist_share,
                      seed=tc.seed, world_size=acc.num_processes, rank=acc.process_index)
     valid = valid_batches(valid_split, r, tc.batch_size, tc.seed, tc.eval_batches * acc.num_processes)
+    if tc.train_top_layers:
+        n = freeze_lower_layers(model, tc.train_top_layers)
+        log.info("training the top %d layers + embeddings: %.1fM parameters", tc.train_top_layers,
+                 n / 1e6)
     # Fused AdamW (one kernel for all parameters; CPU and CUDA) is what HF Trainer uses too.
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay,
                             betas=(0.9, 0.95), fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_lambda(s, tc.warmup_steps, tc.max_steps, tc.schedule))
