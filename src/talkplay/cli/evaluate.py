@@ -97,6 +97,7 @@ def evaluate(
         help="(paper protocol) allow recommending tracks already in the history.")] = False,
 ) -> None:
     """Evaluate systems on the test conversations; write results.json/.md, a plot and predictions."""
+    quiet_libraries()  # before the imports too: faiss logs while it is imported
     from talkplay.evaluate.baselines import SYSTEMS, BaselineOptions
     from talkplay.evaluate.report import main_table, turn_table
     from talkplay.evaluate.run import evaluate as run_evaluate
