@@ -93,7 +93,7 @@ class TrainConfig:
     train_top_layers: int | None = None
     """Train only the top N transformer layers, the final norm and the (tied) embeddings: lower
     layers are frozen and no gradient flows below them (the input embeddings' output is
-    detached), so a CPU step costs little more than a forward pass. None trains every layer
+    detached), so no backward runs through the frozen layers. None trains every layer
     (the paper)."""
     eval_every: int = 50
     eval_batches: int = 8

@@ -41,7 +41,7 @@ def train(
     save_every: Annotated[int | None, typer.Option(min=1, help="Checkpoint every N steps.")] = None,
     seed: Annotated[int | None, typer.Option(min=0)] = None,
     train_top_layers: Annotated[int | None, typer.Option(
-        min=1, help="Train only the top N layers + embeddings (cheap CPU steps; default: all).")] = None,
+        min=1, help="Train only the top N layers + embeddings (no backward below them; default: all).")] = None,
     fresh: Annotated[bool, typer.Option(help="Start over even if RUN has a checkpoint.")] = False,
 ) -> None:
     """Fine-tune the LLM on conversations + playlist continuation + self-similarity loss."""
