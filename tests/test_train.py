@@ -257,3 +257,39 @@ def test_freeze_lower_layers_trains_only_the_top_and_the_embeddings():
     assert model.model.layers[0].self_attn.q_proj.weight.grad is None  # no backward down there
     with pytest.raises(ValueError, match="train_top_layers"):
         freeze_lower_layers(model, 4)
+
+
+def test_schedule_decays_over_the_time_budget_when_it_runs_out_first():
+    from talkplay.train.loop import lr_lambda
+
+    # 1000 planned steps, stopped by a time budget: the budget spent drives the decay
+    assert lr_lambda(5, 10, 1000, "cosine") == pytest.approx(0.6)  # warm-up is by steps
+    assert lr_lambda(50, 10, 1000, "cosine", time_frac=0.0) > 0.99
+    assert lr_lambda(50, 10, 1000, "cosine", time_frac=0.5) == pytest.approx(0.55)
+    assert lr_lambda(50, 10, 1000, "cosine", time_frac=1.0) == pytest.approx(0.1)
+    assert lr_lambda(50, 10, 1000, "linear", time_frac=1.0) == pytest.approx(0.1)
+    assert lr_lambda(50, 10, 1000, "constant", time_frac=1.0) == 1.0
+    # whichever is further along counts
+    assert lr_lambda(1000, 10, 1000, "cosine", time_frac=0.2) == pytest.approx(0.1)
+
+
+def test_a_time_budgeted_run_ends_at_the_low_end_of_its_schedule(data, tmp_path):
+    from talkplay.train.loop import fit, setup
+
+    prof = tiny(max_steps=10_000, max_minutes=0.08, warmup_steps=1, eval_every=10_000,
+                save_every=10_000)
+    summary = fit(setup(data, tmp_path / "run", prof, fresh=True))
+    assert summary["step"] < 10_000  # the budget stopped it
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in rows[1:]]  # after the one warm-up step
+    assert lrs == sorted(lrs, reverse=True) and lrs[0] > 0.9 * prof.train.lr
+    assert lrs[-1] < 0.5 * prof.train.lr  # the rate of the last step: budget nearly spent
+
+
+def test_precision_setting():
+    from talkplay.train.loop import resolve_precision
+
+    assert resolve_precision("fp32") == "no"
+    assert resolve_precision("auto") in ("bf16", "no")
+    with pytest.raises(ValueError, match="precision must be"):
+        resolve_precision("fp16")

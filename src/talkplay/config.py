@@ -95,6 +95,14 @@ class TrainConfig:
     layers are frozen and no gradient flows below them (the input embeddings' output is
     detached), so no backward runs through the frozen layers. None trains every layer
     (the paper)."""
+    token_init: str = "hewitt"
+    """How new music-token embeddings start: "hewitt" (sampled from the mean and covariance of
+    the existing embeddings, as in the paper) or "grounded" (each code token starts at the
+    TF-IDF weighted mean embedding of its cluster's words; see ``talkplay.lm.grounding``)."""
+    precision: str = "auto"
+    """"bf16" (autocast to bfloat16, fp32 master weights), "fp32", or "auto": bf16 on CUDA GPUs
+    that support it and on CPUs with bfloat16 matrix units (AMX or AVX512-BF16, where it is about
+    twice as fast as fp32), fp32 elsewhere."""
     eval_every: int = 50
     eval_batches: int = 8
     save_every: int = 50

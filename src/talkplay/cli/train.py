@@ -42,6 +42,11 @@ def train(
     seed: Annotated[int | None, typer.Option(min=0)] = None,
     train_top_layers: Annotated[int | None, typer.Option(
         min=1, help="Train only the top N layers + embeddings (no backward below them; default: all).")] = None,
+    token_init: Annotated[str | None, typer.Option(
+        help="Music-token embeddings start as hewitt (paper: sampled like existing rows) or "
+        "grounded (mean embedding of each cluster's words).")] = None,
+    precision: Annotated[str | None, typer.Option(
+        help="auto (bf16 where the GPU or CPU has bfloat16 units, else fp32) | bf16 | fp32.")] = None,
     fresh: Annotated[bool, typer.Option(help="Start over even if RUN has a checkpoint.")] = False,
 ) -> None:
     """Fine-tune the LLM on conversations + playlist continuation + self-similarity loss."""
@@ -65,7 +70,8 @@ def train(
                  "context_length": context_length, "self_sim_lambda": self_sim_lambda,
                  "playlist_share": playlist_share, "warmup_steps": warmup_steps,
                  "eval_every": eval_every, "save_every": save_every, "seed": seed,
-                 "train_top_layers": train_top_layers}
+                 "train_top_layers": train_top_layers, "precision": precision,
+                 "token_init": token_init}
     for k, v in overrides.items():
         if v is not None:
             setattr(prof.train, k, v)

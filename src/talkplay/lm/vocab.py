@@ -91,7 +91,8 @@ def _sample_like(old: torch.Tensor, n: int, generator: torch.Generator) -> torch
 
 
 def expand_vocabulary(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                      music_tokens: list[str], seed: int = 0) -> MusicVocab:
+                      music_tokens: list[str], seed: int = 0,
+                      rows: Mapping[str, torch.Tensor] | None = None) -> MusicVocab:
     """Add music tokens to ``tokenizer`` and ``model``; initialise new rows like the old ones.
 
     New input-embedding rows are sampled from N(mu, Sigma), the mean and covariance of the
@@ -105,6 +106,8 @@ def expand_vocabulary(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         tokenizer: its tokenizer, modified in place (special added tokens).
         music_tokens: ``grammar.vocabulary(codebook.k)``.
         seed: seed of the sampled rows.
+        rows: starting input rows for some of the new tokens (``lm.grounding``); they replace
+            the sampled rows of those tokens (and, when tied, their output rows).
     Returns:
         The music-token id table (``MusicVocab``).
     """
@@ -126,6 +129,9 @@ def expand_vocabulary(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         with torch.no_grad():
             emb = model.get_input_embeddings().weight
             emb[new_ids.to(emb.device)] = _sample_like(old_in, len(new), g).to(emb.device)
+            for t, i in zip(new, new_ids.tolist(), strict=True):
+                if rows and t in rows:
+                    emb[i] = rows[t].to(emb.device, emb.dtype)
             if old_out is not None:
                 w = model.get_output_embeddings().weight
                 w[new_ids.to(w.device)] = _sample_like(old_out, len(new), g).to(w.device)

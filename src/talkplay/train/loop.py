@@ -42,6 +42,7 @@ from talkplay.lm.checkpoint import (
     set_rng_state,
     truncate_jsonl,
 )
+from talkplay.lm.grounding import INITS, cluster_texts, grounded_rows
 from talkplay.lm.vocab import MusicVocab, expand_vocabulary
 from talkplay.tokenize import grammar
 from talkplay.tokenize.codebook import Codebook
@@ -76,15 +77,22 @@ class Setup:
     step: int = 0
     best_val: float = math.inf
     stats: dict | None = None
+    clock: dict | None = None
+    """``{"time_frac": budget spent}``, read by the scheduler's lambda (``lr_lambda``)."""
 
 
-def lr_lambda(step: int, warmup: int, total: int, schedule: str) -> float:
-    """Learning-rate multiplier: linear warmup, then cosine / linear decay to 10%, or constant."""
+def lr_lambda(step: int, warmup: int, total: int, schedule: str, time_frac: float = 0.0) -> float:
+    """Learning-rate multiplier: linear warmup, then cosine / linear decay to 10%, or constant.
+
+    The decay runs over ``total`` steps or, when a wall-clock budget is set, over that budget:
+    ``time_frac`` (budget spent, 0..1) counts when it is further along than the steps are, so a
+    run stopped by ``max_minutes`` still ends at the low end of its schedule.
+    """
     if step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":
         return 1.0
-    frac = min(1.0, (step - warmup) / max(1, total - warmup))
+    frac = min(1.0, max((step - warmup) / max(1, total - warmup), time_frac))
     if schedule == "linear":
         return 1.0 - 0.9 * frac
     return 0.1 + 0.45 * (1.0 + math.cos(math.pi * frac))
@@ -140,6 +148,25 @@ def freeze_lower_layers(model: torch.nn.Module, top: int) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def resolve_precision(precision: str) -> str:
+    """``TrainConfig.precision`` -> accelerate's ``mixed_precision``: "bf16" or "no".
+
+    Raises:
+        ValueError: an unknown setting, or "bf16" where neither GPU nor CPU supports it.
+    """
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+    if torch.cuda.is_available():
+        supported = torch.cuda.is_bf16_supported()
+    else:  # bfloat16 matrix units: AMX tiles (Sapphire Rapids and later) or AVX512-BF16
+        supported = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    if precision == "bf16" and not supported:
+        raise ValueError("precision bf16: this GPU/CPU has no bfloat16 support; use fp32")
+    if precision == "fp32":
+        return "no"
+    return "bf16" if supported else "no"
+
+
 def setup(data_dir: str | Path, run_dir: str | Path, prof: Profile, fresh: bool = False,
           acc: Accelerator | None = None) -> Setup:
     """Load data, codebook and base model; expand the vocabulary; restore a checkpoint if any.
@@ -149,15 +176,14 @@ def setup(data_dir: str | Path, run_dir: str | Path, prof: Profile, fresh: bool 
         run_dir: run directory (created; resumed when it holds a checkpoint).
         prof: resolved profile (model + train sections are used).
         fresh: ignore an existing checkpoint.
-        acc: an Accelerator (one is made when None; bf16 autocast on GPUs, fp32 on CPU).
+        acc: an Accelerator (one is made when None, with ``resolve_precision``).
     Returns:
         ``Setup``.
     """
     tc, data_dir, run_dir = prof.train, Path(data_dir), Path(run_dir)
     if acc is None:
-        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         # cpu=True without CUDA: lets torchrun / accelerate start several CPU processes (gloo).
-        acc = Accelerator(mixed_precision="bf16" if bf16 else "no",
+        acc = Accelerator(mixed_precision=resolve_precision(tc.precision),
                           cpu=not torch.cuda.is_available())
     sharded = acc.distributed_type == DistributedType.FSDP
     if sharded and tc.self_sim_lambda > 0:
@@ -170,7 +196,12 @@ def setup(data_dir: str | Path, run_dir: str | Path, prof: Profile, fresh: bool 
     ds = read_dataset(data_dir)
     codebook = Codebook.load(data_dir / "tokenizer")
     model, tok = load_base(prof.model)
-    vocab = expand_vocabulary(model, tok, grammar.vocabulary(codebook.k), seed=tc.seed)
+    if tc.token_init not in INITS:
+        raise ValueError(f"token_init must be one of {', '.join(INITS)}, got {tc.token_init!r}")
+    rows = None
+    if tc.token_init == "grounded":
+        rows = grounded_rows(model.get_input_embeddings().weight, tok, cluster_texts(ds, codebook))
+    vocab = expand_vocabulary(model, tok, grammar.vocabulary(codebook.k), seed=tc.seed, rows=rows)
     r = Renderer(tok, codebook, vocab, tc.context_length)
     train_split, valid_split = build_splits(ds, r, seed=tc.seed)
     data = TrainData(train_split, r, batch_size=tc.batch_size, playlist_share=tc.playlist_share,
@@ -183,14 +214,16 @@ def setup(data_dir: str | Path, run_dir: str | Path, prof: Profile, fresh: bool 
     # Fused AdamW (one kernel for all parameters; CPU and CUDA) is what HF Trainer uses too.
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay,
                             betas=(0.9, 0.95), fused=True)
+    clock = {"time_frac": 0.0}  # budget spent, set by fit() before each scheduler step
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_lambda(s, tc.warmup_steps, tc.max_steps, tc.schedule))
+        opt, lambda step: lr_lambda(step, tc.warmup_steps, tc.max_steps, tc.schedule,
+                                    clock["time_frac"]))
     s = Setup(prof, run_dir, acc, model, tok, codebook, vocab, opt, sched, data, valid,
               [torch.as_tensor(codebook.centroids[m], dtype=torch.float32)
                for m in grammar.MODALITIES],
               keep_logits="logits_to_keep" in inspect.signature(model.forward).parameters,
               sim_available=not sharded,
-              stats={"train": train_split.stats, "valid": valid_split.stats})
+              stats={"train": train_split.stats, "valid": valid_split.stats}, clock=clock)
     ckpt = None if fresh else load_checkpoint(run_dir)
     if ckpt is not None:
         state, meta = ckpt
@@ -322,9 +355,14 @@ def fit(s: Setup, report: Callable[[dict], None] | None = None) -> dict:
                "grad_norm": float(grad_norm) if grad_norm is not None else None,
                "tokens_per_s": g[5].item() / dt, "fill": g[5].item() / g[6].item(),
                "seconds": round(dt, 4), "elapsed_s": round(time.time() - start, 3)}
-        out_of_time = tc.max_minutes is not None and (time.time() - start) / 60 >= tc.max_minutes
-        # Every process must agree to stop, or DDP hangs on the next all-reduce.
-        out_of_time = bool(acc.reduce(torch.tensor(float(out_of_time), device=acc.device), "sum") > 0)
+        # Every process must agree on the budget spent (the learning rate depends on it) and on
+        # stopping, or DDP hangs on the next all-reduce: use the processes' mean elapsed time.
+        elapsed = acc.reduce(torch.tensor(time.time() - start, device=acc.device,
+                                          dtype=torch.float64), "mean").item()
+        spent = elapsed / (60 * tc.max_minutes) if tc.max_minutes else 0.0
+        if s.clock is not None:
+            s.clock["time_frac"] = min(1.0, spent)
+        out_of_time = spent >= 1.0
         final = s.step >= tc.max_steps or out_of_time
         if s.step % tc.eval_every == 0 or final:
             last_eval = evaluate(s)
