@@ -107,3 +107,23 @@ def test_token_matching_hand_computed():
     assert m["warm_items_matched"] == pytest.approx(0.5) and m["cold_items"] == 1
     assert token_matching([{}, {"other": 1}], tracks) is None
     assert "warm_rate" not in token_matching([{"codes": [[1] * 5], "exact_match": [True]}], tracks)
+
+
+def test_paired_bootstrap_resamples_conversations():
+    from talkplay.evaluate.metrics import ScoredTarget, paired_bootstrap
+
+    def scored(values):
+        return [ScoredTarget(f"c{i // 4}", i % 4, {"mrr": v}) for i, v in enumerate(values)]
+
+    same = scored([0.5, 0.0, 1.0, 0.25] * 10)
+    r = paired_bootstrap(same, same)
+    assert r["diff"] == r["low"] == r["high"] == 0.0 and r["p_a_better"] == 0.0
+    better = scored([1.0] * 40)
+    r = paired_bootstrap(better, same)
+    assert r["diff"] > 0 and 0 < r["low"] <= r["diff"] <= r["high"] and r["p_a_better"] == 1.0
+    # one conversation carries the whole gain: the interval must reach down to (almost) zero
+    lucky = scored([1.0] * 4 + [0.0] * 36)
+    r = paired_bootstrap(lucky, scored([0.0] * 40))
+    assert r["diff"] == pytest.approx(0.1) and r["low"] == 0.0 and r["p_a_better"] < 0.7
+    with pytest.raises(ValueError, match="same targets"):
+        paired_bootstrap(same, same[:-1])

@@ -141,6 +141,9 @@ def tokenize(
         help="Clusters per modality (paper: 1024). Capped for small catalogs: K_m = min(k, "
         "max(2, n_m // min_items_per_cluster)), n_m = tracks with modality m (at most n_m; "
         "0 when no track has it).")] = None,
+    k_modality: Annotated[list[str] | None, typer.Option(
+        "--k-modality", help="MODALITY=K: another K for one modality (repeatable), e.g. "
+        "playlist=32; the cap rule applies to it too.")] = None,
     min_items_per_cluster: Annotated[int | None, typer.Option(
         help="Divisor of the cap rule (see --k).")] = None,
     niter: Annotated[int | None, typer.Option(help="K-means iterations.")] = None,
@@ -149,6 +152,7 @@ def tokenize(
     """Cluster each modality (spherical K-means, faiss) and give every track five codes;
     writes DATA/tokenizer and prints cluster-size and collision statistics."""
     from talkplay.tokenize.build import build_codebook
+    from talkplay.tokenize.grammar import MODALITIES
 
     try:
         cfg = get_profile(profile).tokenizer
@@ -158,6 +162,12 @@ def tokenize(
                        ("niter", niter), ("seed", seed)):
         if value is not None:
             setattr(cfg, key, value)
+    for spec in k_modality or []:
+        m, sep, value = spec.partition("=")
+        if not sep or m not in MODALITIES or not value.isdigit() or int(value) < 1:
+            fail(f"--k-modality {spec!r}: expected MODALITY=K with MODALITY in "
+                 f"{', '.join(MODALITIES)} and K >= 1")
+        cfg.k_per_modality[m] = int(value)
     try:
         with _progress() as factory:
             cb = build_codebook(data, cfg, progress=factory)

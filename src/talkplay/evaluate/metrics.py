@@ -16,6 +16,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 KS: tuple[int, ...] = (1, 5, 10, 20, 100)
 
 
@@ -176,3 +178,39 @@ def summarize(*, targets: Sequence[ScoredTarget]) -> Summary:
                 "conversations": len({t.conversation_id for t in targets}),
                 "warm_targets": len(warm), "cold_targets": len(cold)},
     )
+
+
+def paired_bootstrap(a: Sequence[ScoredTarget], b: Sequence[ScoredTarget], *, metric: str = "mrr",
+                     samples: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Difference of micro-averaged ``metric`` (a - b) with a 95% interval, resampling whole
+    conversations (turns of one conversation are not independent).
+
+    Args:
+        a, b: scored targets of two systems on the same targets, in the same order.
+        metric: which value to compare.
+        samples: bootstrap resamples.
+        seed: resampling seed.
+    Returns:
+        ``{"diff", "low", "high", "p_a_better"}``: the observed difference, the 2.5% and 97.5%
+        percentiles of the resampled differences, and the share of resamples where a > b.
+    Raises:
+        ValueError: the two lists do not cover the same targets.
+    """
+    if [(t.conversation_id, t.turn_index) for t in a] != [(t.conversation_id, t.turn_index)
+                                                          for t in b]:
+        raise ValueError("paired_bootstrap needs both systems' scores on the same targets")
+    convs: dict[str, list[int]] = defaultdict(list)
+    for i, t in enumerate(a):
+        convs[t.conversation_id].append(i)
+    groups = list(convs.values())
+    va = np.array([t.values[metric] for t in a])
+    vb = np.array([t.values[metric] for t in b])
+    # per conversation: sum of differences and number of targets
+    sums = np.array([float((va[g] - vb[g]).sum()) for g in groups])
+    sizes = np.array([len(g) for g in groups], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(groups), size=(samples, len(groups)))
+    diffs = sums[pick].sum(1) / sizes[pick].sum(1)
+    return {"diff": float((va - vb).mean()) if len(va) else 0.0,
+            "low": float(np.percentile(diffs, 2.5)), "high": float(np.percentile(diffs, 97.5)),
+            "p_a_better": float((diffs > 0).mean())}

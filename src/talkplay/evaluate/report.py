@@ -121,6 +121,14 @@ def markdown(results: dict) -> str:
         f"## Warm / cold targets ({counts.get('warm_targets', 0)} warm, "
         f"{counts.get('cold_targets', 0)} cold)", warm_cold_table(results),
     ]
+    if results.get("comparisons"):
+        rows = ["| A - B | MRR difference | 95% interval | resamples with A ahead |",
+                "|---|---|---|---|"]
+        for c in results["comparisons"]:
+            rows.append(f"| {c['a']} - {c['b']} | {c['diff']:+.4f} | "
+                        f"[{c['low']:+.4f}, {c['high']:+.4f}] | {c['p_a_better']:.3f} |")
+        parts += ["## Paired comparison (bootstrap over conversations, 2,000 resamples)",
+                  "\n".join(rows)]
     matching = {n: r["token_matching"] for n, r in results["systems"].items() if "token_matching" in r}
     if matching:
         rows = ["| system | generated | exact share | warm rate | cold rate |", "|---|---|---|---|---|"]

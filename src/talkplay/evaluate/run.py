@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from talkplay.data.dataset import Dataset
-from talkplay.evaluate.metrics import KS, ScoredTarget, summarize, target_metrics
+from talkplay.evaluate.metrics import KS, ScoredTarget, paired_bootstrap, summarize, target_metrics
 from talkplay.evaluate.protocols import Target, build_targets, cluster_map, resolve_protocol
 from talkplay.evaluate.report import token_matching, write_report
 from talkplay.io import atomic_path
@@ -128,9 +128,11 @@ def evaluate(dataset: Dataset, systems: dict[str, Recommender], *, protocol: str
                      "conversations": len({t.conversation_id for t in targets}),
                      "clusters": bool(clusters), "systems": {}}
     tracks = dataset.track_index()
+    all_scored: dict[str, list[ScoredTarget]] = {}
     for sys_name, system in systems.items():
         scored, rankings, infos, seconds = run_system(system, targets, ks=ks, cluster_of=clusters,
                                                       progress=progress, label=sys_name)
+        all_scored[sys_name] = scored
         summary = summarize(targets=scored)
         entry = {"micro": summary.micro, "macro": summary.macro,
                  "by_turn": {str(k): v for k, v in summary.by_turn.items()},
@@ -148,6 +150,12 @@ def evaluate(dataset: Dataset, systems: dict[str, Recommender], *, protocol: str
         if out_dir is not None:
             suffix = "cpcd.jsonl" if name == "cpcd" else "predictions.jsonl"
             write_predictions(Path(out_dir) / f"{sys_name}.{suffix}", targets, rankings)
+    # The first system against each other one, on the same targets (paired bootstrap).
+    names = list(all_scored)
+    results["comparisons"] = [
+        {"a": names[0], "b": other, "metric": "mrr",
+         **paired_bootstrap(all_scored[names[0]], all_scored[other], metric="mrr")}
+        for other in names[1:]]
     if out_dir is not None:
         write_report(results, Path(out_dir))
     return results
