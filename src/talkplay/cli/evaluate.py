@@ -99,7 +99,7 @@ def evaluate(
     """Evaluate systems on the test conversations; write results.json/.md, a plot and predictions."""
     quiet_libraries()  # before the imports too: faiss logs while it is imported
     from talkplay.evaluate.baselines import SYSTEMS, BaselineOptions
-    from talkplay.evaluate.report import main_table, turn_table
+    from talkplay.evaluate.report import comparison_table, main_table, turn_table
     from talkplay.evaluate.run import evaluate as run_evaluate
 
     quiet_libraries()  # after the baselines import: bm25s sets its log level on import
@@ -141,5 +141,8 @@ def evaluate(
     console.print(Markdown(main_table(results, "micro")))
     console.print(Markdown("MRR by turn index"))
     console.print(Markdown(turn_table(results)))
+    if results.get("comparisons"):
+        console.print(Markdown("Paired bootstrap over conversations (first system minus each other)"))
+        console.print(Markdown(comparison_table(results)))
     console.print(f"wrote {out}/results.json, results.md, manifest.json, mrr_by_turn.png and "
                   "predictions")

@@ -23,22 +23,29 @@ from talkplay.cli.app import app, console, fail
 from talkplay.io import read_json, write_json
 
 QUICKSTART_SETTINGS: dict[str, dict] = {
-    # The embedded world and training budget that finish on 2 CPU cores in about 30 minutes.
+    # The embedded world and training budget that finish on 2 CPU cores in under 30 minutes.
+    # Chosen with benchmarks/quickstart_sweep.py at 250 steps (what 15 minutes buy on a 2-core
+    # AMX CPU): grounded token init 3x the MRR of the paper's Hewitt init, and 32 playlist
+    # clusters (about one per listener scene) instead of 128 another 1.2x (README).
     "small": {
         "world": ["--tracks", "2000", "--artists", "200", "--playlists", "2500", "--scenes", "20",
                   "--seconds", "3"],
-        "tokenize": ["--k", "128"],
+        "tokenize": ["--k", "128", "--k-modality", "playlist=32"],
         "train": ["--context-length", "256", "--batch-size", "8", "--lr", "1e-3",
-                  "--warmup-steps", "10", "--eval-every", "25", "--save-every", "25"],
+                  "--warmup-steps", "10", "--token-init", "grounded", "--eval-every", "50",
+                  "--save-every", "100"],
         "eval_limit": 40,
+        "systems": "talkplay-beam,bm25,dense,clap,popularity",
     },
     # Tests and smoke runs: seconds, not a meaningful model.
     "tiny": {
         "world": ["--tracks", "150", "--artists", "20", "--playlists", "160", "--scenes", "4",
                   "--seconds", "3"],
-        "tokenize": ["--k", "16"],
-        "train": ["--max-steps", "6", "--eval-every", "3", "--save-every", "3"],
+        "tokenize": ["--k", "16", "--k-modality", "playlist=8"],
+        "train": ["--max-steps", "6", "--token-init", "grounded", "--eval-every", "3",
+                  "--save-every", "3"],
         "eval_limit": 4,
+        "systems": "talkplay-beam,talkplay-paper,bm25,dense,clap,popularity",
     },
 }
 
@@ -72,7 +79,7 @@ def quickstart(
         help="Use this dataset instead of building the embedded world.")] = None,
     work: Annotated[Path, typer.Option(help="Where the world, run and results go.")] = Path("talkplay-work"),
     profile: Annotated[str, typer.Option(help="small (CPU default) or tiny (smoke test).")] = "small",
-    minutes: Annotated[float, typer.Option(help="Training budget in minutes.")] = 12.0,
+    minutes: Annotated[float, typer.Option(help="Training budget in minutes.")] = 15.0,
     eval_limit: Annotated[int | None, typer.Option(
         help="Test conversations to evaluate (default: small 40, tiny 4).")] = None,
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the chat server at the end.")] = True,
@@ -128,7 +135,7 @@ def quickstart(
            "--max-minutes", str(minutes), *qs["train"]])
     stage("evaluate", lambda: _newer(out / "results.json", run_done),
           ["evaluate", "--data", str(data), "--run", str(run), "--out", str(out), "--limit",
-           str(limit), "--systems", "talkplay-beam,talkplay-paper,bm25,dense,clap,popularity"])
+           str(limit), "--systems", qs["systems"]])
     summary = {"data": str(data), "run": str(run), "results": str(out), "stages_s": timings,
                "stage_args": stage_args,
                "total_s": round(sum(timings.values()), 1), "peak_rss_mb": round(_peak_mb())}

@@ -107,6 +107,15 @@ def warm_cold_table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def comparison_table(results: dict) -> str:
+    """Markdown: the first system's MRR minus each other system's, with its 95% interval."""
+    rows = ["| A - B | MRR difference | 95% interval | resamples with A ahead |", "|---|---|---|---|"]
+    for c in results.get("comparisons", []):
+        rows.append(f"| {c['a']} - {c['b']} | {c['diff']:+.4f} | "
+                    f"[{c['low']:+.4f}, {c['high']:+.4f}] | {c['p_a_better']:.3f} |")
+    return "\n".join(rows)
+
+
 def markdown(results: dict) -> str:
     """The whole report as markdown."""
     counts = next(iter(results["systems"].values()))["counts"] if results["systems"] else {}
@@ -122,13 +131,8 @@ def markdown(results: dict) -> str:
         f"{counts.get('cold_targets', 0)} cold)", warm_cold_table(results),
     ]
     if results.get("comparisons"):
-        rows = ["| A - B | MRR difference | 95% interval | resamples with A ahead |",
-                "|---|---|---|---|"]
-        for c in results["comparisons"]:
-            rows.append(f"| {c['a']} - {c['b']} | {c['diff']:+.4f} | "
-                        f"[{c['low']:+.4f}, {c['high']:+.4f}] | {c['p_a_better']:.3f} |")
         parts += ["## Paired comparison (bootstrap over conversations, 2,000 resamples)",
-                  "\n".join(rows)]
+                  comparison_table(results)]
     matching = {n: r["token_matching"] for n, r in results["systems"].items() if "token_matching" in r}
     if matching:
         rows = ["| system | generated | exact share | warm rate | cold rate |", "|---|---|---|---|---|"]
