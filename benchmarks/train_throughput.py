@@ -9,6 +9,13 @@ last, wall clock (data preparation and logging included for both).
     python benchmarks/train_throughput.py --base smollm2 --steps 4 --batch-size 4
 
 Prints both rows and the ratio ours / Trainer (> 1: ours is faster).
+
+``--precision`` (auto | bf16 | fp32, as ``talkplay train``) applies to both systems. With
+``--baseline ours-fp32`` the baseline is our own loop in fp32 instead of the Trainer, which
+measures what bf16 autocast buys on this machine (on CPUs with AMX, bf16 is the default).
+
+    python benchmarks/train_throughput.py --baseline ours-fp32 --precision bf16 \
+        --batch-size 8 --context-length 256 --steps 6
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ def _profile(args):
     t.max_steps, t.batch_size, t.grad_accum = args.steps, args.batch_size, 1
     t.lr, t.warmup_steps, t.context_length = 1e-4, 0, args.context_length
     t.eval_every = t.save_every = 10**9  # the final evaluation/save happen after timing ends
+    t.precision = args.precision
     return prof
 
 
@@ -53,7 +61,7 @@ def run_trainer(args, work: Path) -> dict:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from talkplay.train.data import collate
-    from talkplay.train.loop import setup
+    from talkplay.train.loop import resolve_precision, setup
 
     s = setup(args.data, work / "hf", _profile(args), fresh=True)
     model = s.acc.unwrap_model(s.model)
@@ -82,7 +90,7 @@ def run_trainer(args, work: Path) -> dict:
         max_steps=args.steps, learning_rate=1e-4, warmup_steps=0, lr_scheduler_type="cosine",
         adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0, logging_steps=1,
         save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available(), dataloader_num_workers=0, remove_unused_columns=False,
+        bf16=resolve_precision(args.precision) == "bf16", dataloader_num_workers=0, remove_unused_columns=False,
         disable_tqdm=True, seed=0)
     trainer = Trainer(model=model, args=targs, train_dataset=Ordered(), data_collator=collator,
                       callbacks=[Clock()])
@@ -102,12 +110,17 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--context-length", type=int, default=512)
     p.add_argument("--repeats", type=int, default=2, help="runs per system (best is kept)")
-    p.add_argument("--trainer-first", action="store_true", help="run the Trainer first")
-    p.add_argument("--only", choices=["ours", "trainer"], help=argparse.SUPPRESS)
+    p.add_argument("--trainer-first", action="store_true", help="run the baseline first")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--baseline", default="trainer", choices=["trainer", "ours-fp32"],
+                   help="what ours is compared with")
+    p.add_argument("--only", choices=["ours", "trainer", "ours-fp32"], help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.only:  # child process: one system, print one JSON line
-        out = (run_ours if args.only == "ours" else run_trainer)(args, args.work)
+        if args.only == "ours-fp32":
+            args.precision = "fp32"
+        out = (run_trainer if args.only == "trainer" else run_ours)(args, args.work)
         out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         print("RESULT " + json.dumps(out))
         return
@@ -118,14 +131,15 @@ def main() -> None:
 
             args.data = toy_dataset(work / "data", n_conversations=48, turns=4)
         res: dict[str, dict] = {}
-        order = ("trainer", "ours") if args.trainer_first else ("ours", "trainer")
+        base = args.baseline
+        order = (base, "ours") if args.trainer_first else ("ours", base)
         # Alternate the systems and keep each one's best run: on a shared machine the load
         # changes between runs, and the best run is the least disturbed one.
         for name in [n for _ in range(args.repeats) for n in order]:
             cmd = [sys.executable, __file__, "--only", name, "--work", str(work),
                    "--data", str(args.data), "--base", args.base, "--steps", str(args.steps),
                    "--batch-size", str(args.batch_size), "--context-length",
-                   str(args.context_length)]
+                   str(args.context_length), "--precision", args.precision]
             out = subprocess.run(cmd, capture_output=True, text=True)
             line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
             if out.returncode or not line:
@@ -135,10 +149,11 @@ def main() -> None:
             if name not in res or r["tokens_per_s"] > res[name]["tokens_per_s"]:
                 res[name] = r
     for name, r in res.items():
-        print(f"{name:8s} {r['tokens_per_s']:9.1f} tokens/s  peak RSS {r['peak_rss_gb']:.2f} GB  "
+        print(f"{name:9s} {r['tokens_per_s']:9.1f} tokens/s  peak RSS {r['peak_rss_gb']:.2f} GB  "
               f"loss {r['train_ce']}")
-    print(f"ratio ours / Trainer: {res['ours']['tokens_per_s'] / res['trainer']['tokens_per_s']:.2f}x "
-          f"throughput, {res['ours']['peak_rss_gb'] / res['trainer']['peak_rss_gb']:.2f}x peak memory")
+    print(f"ratio ours ({args.precision}) / {base}: "
+          f"{res['ours']['tokens_per_s'] / res[base]['tokens_per_s']:.2f}x throughput, "
+          f"{res['ours']['peak_rss_gb'] / res[base]['peak_rss_gb']:.2f}x peak memory")
 
 
 if __name__ == "__main__":
