@@ -24,7 +24,7 @@ from talkplay.io import read_json, write_json
 
 QUICKSTART_SETTINGS: dict[str, dict] = {
     # The embedded world and training budget that finish on 2 CPU cores in under 30 minutes.
-    # Chosen with benchmarks/quickstart_sweep.py at 250 steps (what 15 minutes buy on a 2-core
+    # Chosen with benchmarks/quickstart_sweep.py at 250 steps (about what 18 minutes buy on a 2-core
     # AMX CPU): grounded token init 3x the MRR of the paper's Hewitt init, and 32 playlist
     # clusters (about one per listener scene) instead of 128 another 1.2x (README).
     "small": {
@@ -79,7 +79,7 @@ def quickstart(
         help="Use this dataset instead of building the embedded world.")] = None,
     work: Annotated[Path, typer.Option(help="Where the world, run and results go.")] = Path("talkplay-work"),
     profile: Annotated[str, typer.Option(help="small (CPU default) or tiny (smoke test).")] = "small",
-    minutes: Annotated[float, typer.Option(help="Training budget in minutes.")] = 15.0,
+    minutes: Annotated[float, typer.Option(help="Training budget in minutes.")] = 18.0,
     eval_limit: Annotated[int | None, typer.Option(
         help="Test conversations to evaluate (default: small 40, tiny 4).")] = None,
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the chat server at the end.")] = True,
