@@ -126,7 +126,7 @@ def str_list(obj: dict, key: str, loc: Loc, *, required: bool = True) -> list[st
     """A list of strings; a bare string is accepted as a one-element list."""
     value = field(obj, key, object, loc, required=required, default=[])
     if isinstance(value, str):
-        return [value]
+        return [check_text(value, loc.at(key))]
     value = _check(value, list, loc.at(key))
     return [_check(v, str, loc.at(key).at(i)) for i, v in enumerate(value)]
 
