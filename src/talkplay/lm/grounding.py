@@ -28,7 +28,7 @@ from transformers import PreTrainedTokenizerBase
 
 from talkplay.data.dataset import Dataset
 from talkplay.data.schema import Track
-from talkplay.embed.inputs import metadata_text
+from talkplay.embed.inputs import metadata_text, semantic_text
 from talkplay.tokenize import grammar
 from talkplay.tokenize.codebook import Codebook
 
@@ -39,7 +39,7 @@ LYRIC_WORDS = 40
 
 
 def _describe(t: Track, modality: str) -> str:
-    tags = ", ".join(t.tags or t.pseudo_tags)
+    tags = semantic_text(t)[0] or ""  # what the semantic encoder embedded (pseudo tags if no tags)
     if modality == "semantic":
         return tags
     if modality == "metadata":
@@ -82,8 +82,8 @@ def grounded_rows(embedding: torch.Tensor, tokenizer: PreTrainedTokenizerBase,
     Per modality, each token's texts form one document; a word piece's weight in it is
     ``tf * log(n_docs / df)`` (TF-IDF over that modality's documents). The token's raw vector
     is the weighted mean of those pieces' rows in ``embedding``. The raw vectors of a modality
-    are then centred and scaled so that their per-dimension spread matches the existing rows',
-    and added to the existing rows' mean.
+    are then centred, scaled by one factor so that their RMS distance from their mean equals the
+    existing rows' (directions are kept), and added to the existing rows' mean.
 
     Args:
         embedding: the input-embedding matrix before expansion [V, h] (only read).
