@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from talkplay.cli.app import console, data_app, fail
+from talkplay.cli.app import console, data_app, fail, progress_bar
 from talkplay.cli.data import print_counts
 from talkplay.data.cpcd import import_cpcd
 from talkplay.data.errors import DataError
@@ -58,8 +57,7 @@ def mpd(
     started = time.perf_counter()
     try:
         files = find_slices(paths)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console, transient=True) as progress:
+        with progress_bar(remaining=False, transient=True) as progress:
             task = progress.add_task("reading slices", total=len(files))
             result = import_mpd(files, out, test_size=test_size, valid_size=valid_size, seed=seed,
                                 skip_invalid=skip_invalid,

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from talkplay.cli.app import console, data_app, fail
+from talkplay.cli.app import console, data_app, fail, progress_bar
 from talkplay.cli.data import print_counts
 from talkplay.data.world import WorldConfig, synth_world
 from talkplay.io import MANIFEST
@@ -46,10 +45,9 @@ def synth(
                       n_scenes=scenes, new_release_fraction=new_releases, audio=audio,
                       audio_seconds=seconds, audio_format=audio_format)
     start = time.perf_counter()
-    columns = (TextColumn("rendering audio"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
-        with Progress(*columns, console=console, disable=not audio) as progress:
-            task = progress.add_task("audio", total=tracks)
+        with progress_bar(remaining=False, disable=not audio) as progress:
+            task = progress.add_task("rendering audio", total=tracks)
             world = synth_world(out, cfg, workers=workers,
                                 on_progress=lambda k: progress.advance(task, k))
     except ValueError as e:

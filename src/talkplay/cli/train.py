@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import TextColumn
 
-from talkplay.cli.app import app, console, fail
+from talkplay.cli.app import app, console, fail, progress_bar
 from talkplay.config import profile as get_profile
 from talkplay.data.errors import DataError
 
@@ -91,10 +91,7 @@ def train(
                       f"sequences; {s.acc.num_processes} process(es) on {s.acc.device}")
         if s.step:
             console.print(f"resuming at step {s.step}")
-    cols = [TextColumn("[progress.description]{task.description}"), BarColumn(),
-            TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}")]
-    with Progress(*cols, console=console, disable=not main) as bar:
+    with progress_bar(TextColumn("{task.fields[info]}"), disable=not main) as bar:
         task = bar.add_task("training", total=prof.train.max_steps, completed=s.step, info="")
 
         def report(row: dict) -> None:
