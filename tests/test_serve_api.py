@@ -156,6 +156,11 @@ def test_health_page_and_openapi(server):
         for p in ("/api/sessions", "/api/sessions/{sid}/messages", "/api/sessions/{sid}/feedback",
                   "/api/tracks/{track_id}", "/api/tracks/{track_id}/audio", "/api/health"):
             assert p in paths
+        # The API docs load Swagger UI from this server, not a CDN (the browser test renders it).
+        docs = c.get(f"{server.url}/docs")
+        assert docs.status_code == 200 and "swagger-ui-bundle.js" in docs.text
+        assert "http://" not in docs.text and "https://" not in docs.text
+        assert c.get(f"{server.url}/redoc").status_code == 404  # ReDoc would fetch a CDN logo
 
 
 def test_conversation_with_feedback(server):

@@ -1,12 +1,15 @@
-"""The chat page in headless Chromium (Debian's /usr/bin/chromium driven by Playwright).
+"""The chat page and the API docs in headless Chromium (Debian's /usr/bin/chromium driven by
+Playwright), with every request to a host other than the local server aborted and recorded.
 
-Types a request, sees track cards with a title and artist, plays nothing, clicks like, sees the
-next turn, and saves screenshots (phone and desktop) under test-artifacts/.
+Chat: types a request, sees track cards with a title and artist, plays nothing, clicks like, sees
+the next turn, and saves screenshots (phone and desktop) under test-artifacts/. Docs: /docs
+renders every operation from local assets only.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -22,7 +25,25 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+
 pytestmark = pytest.mark.slow
+
+
+def block_outside(page) -> list[str]:
+    """Abort every request that would leave this machine; return the list the URLs go into."""
+    outside: list[str] = []
+
+    def handle(route) -> None:
+        url = route.request.url
+        if urlsplit(url).scheme in ("data", "blob") or urlsplit(url).hostname in LOCAL_HOSTS:
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort()
+
+    page.route("**/*", handle)
+    return outside
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +72,7 @@ def test_chat_page_recommends_and_takes_feedback(browser, live, device):
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    outside: list[str] = []
-    page.on("request", lambda r: None if r.url.startswith(live.url) or r.url.startswith("data:")
-            else outside.append(r.url))
+    outside = block_outside(page)
     page.goto(live.url + "/")
     page.wait_for_function("document.getElementById('system').textContent.includes('bm25')")
     page.fill("#text", "upbeat indie rock for a road trip")
@@ -89,4 +108,26 @@ def test_chat_page_recommends_and_takes_feedback(browser, live, device):
     assert shot.stat().st_size > 10_000
     assert not errors, errors
     assert not outside, f"the page fetched outside resources: {outside}"
+    context.close()
+
+
+def test_api_docs_render_offline(browser, live, tmp_path):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    outside = block_outside(page)
+    page.goto(live.url + "/docs")
+    page.locator(".swagger-ui .opblock").first.wait_for(timeout=15_000)
+    # Every route of the API is listed: the spec loaded and Swagger UI's script ran.
+    summaries = page.locator(".swagger-ui .opblock-summary-path").all_inner_texts()
+    assert "/api/sessions/{sid}/messages" in [s.replace("\u200b", "") for s in summaries]
+    assert page.locator(".swagger-ui .opblock").count() >= 8
+    assert page.evaluate("getComputedStyle(document.querySelector('.swagger-ui .opblock'))"
+                         ".borderStyle") == "solid"  # the stylesheet applied
+    shot = tmp_path / "serve_docs.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    assert not errors, errors
+    assert not outside, f"the docs fetched outside resources: {outside}"
     context.close()

@@ -10,6 +10,8 @@ POST   /api/sessions/{sid}/feedback      {"track_id", "action": like|skip} -> ne
 GET    /api/tracks/{track_id}            track metadata
 GET    /api/tracks/{track_id}/audio      the track's audio file (Range requests supported)
 GET    /                                 the chat page (static/, no external resources)
+GET    /docs                             API docs (Swagger UI from the installed
+                                         fastapi-offline package, not a CDN)
 ```
 
 Recommender calls run on one worker thread (``worker.GenerationQueue``); the event loop only
@@ -29,6 +31,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from talkplay.data.dataset import Dataset
 from talkplay.data.errors import DataError
@@ -102,8 +105,12 @@ def create_app(recommender: Recommender, dataset: Dataset,
         yield
         await queue.close()  # uvicorn has let in-flight requests finish; drain the worker too
 
-    app = FastAPI(title="TalkPlay", version="1", lifespan=lifespan, responses=_ERRORS,
-                  description="Conversational music recommendation over HTTP.")
+    # FastAPIOffline is FastAPI with /docs served from the package's own copy of Swagger UI, so
+    # no page this server serves makes the browser reach the internet. No /redoc: ReDoc's
+    # bundle always fetches its logo from a CDN.
+    app = FastAPIOffline(title="TalkPlay", version="1", lifespan=lifespan, responses=_ERRORS,
+                         redoc_url=None,
+                         description="Conversational music recommendation over HTTP.")
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     install_error_handlers(app)
     app.state.queue, app.state.store, app.state.settings = queue, store, cfg
