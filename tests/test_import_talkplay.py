@@ -72,7 +72,7 @@ def test_unknown_playlist_needs_split(catalog, tmp_path):
     f = dump(tmp_path / "conv.json", [*records(), record(999, "c999", "a")])
     with pytest.raises(DataError) as err:
         import_talkplay([f], catalog, tmp_path / "ds")
-    assert (err.value.file, err.value.field) == (str(f), "[3].pid") and "--split" in str(err.value)
+    assert (err.value.file, err.value.field) == (str(f), "[3].pid") and "--default-split" in str(err.value)
     assert not (tmp_path / "ds").exists()
     ds = import_talkplay([f], catalog, tmp_path / "ds", split="test").dataset
     assert {c.id: c.split for c in ds.conversations}["c999"] == "test"

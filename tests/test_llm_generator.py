@@ -185,8 +185,8 @@ def test_incomplete_run_keeps_dataset_until_finalize(dataset):
     ds, path = dataset
     bad = ds.playlists[0].track_ids[0]
     server = FakeLLM(lambda n, prompt: ("truncated" if ID.findall(prompt)[0] == bad else "ok", None))
-    args = ["data", "conversations", "--data", str(path), "--generator", "llm", "--base-url",
-            server.base_url, "--model", "fake", "--max-attempts", "2", "--backoff", "0.01"]
+    args = ["data", "conversations", "--data", str(path), "--generator", "llm", "--llm-base-url",
+            server.base_url, "--llm-model", "fake", "--max-attempts", "2", "--backoff", "0.01"]
     res = CliRunner().invoke(app, args)
     server.stop()
     assert res.exit_code == 3 and "1 failed" in res.output

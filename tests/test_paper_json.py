@@ -61,7 +61,7 @@ BAD = [
      "cid: required field is missing"),
     ('{"pid": "p0", "cid": "x", "conversations": []}', "conversations: conversation x has no messages"),
     ('{"pid": "zz", "cid": "x", "conversations": [{"role": "user", "content": "a"}]}',
-     "pid: playlist 'zz' is not in the catalog dataset, so its split is unknown; pass --split"),
+     "pid: playlist 'zz' is not in the catalog dataset, so its split is unknown; pass --default-split"),
     ('{"pid": "zz", "cid": "x", "split": "dev", "conversations": [{"role": "user", "content": "a"}]}',
      "split: unknown split 'dev'"),
     ('{"pid": "p0", "cid": "x", "conversations": [{"role": "user", "content": 3}]}',
@@ -76,7 +76,7 @@ BAD = [
 
 def test_playlist_split_wins_over_record_split(tmp_path):
     """The architecture rule: a conversation takes its playlist's split when the playlist is
-    in the dataset; the record's own split (or --split) only for unknown playlists."""
+    in the dataset; the record's own split (or --default-split) only for unknown playlists."""
     ds = toy_dataset()
     split_of = {p.id: p.split for p in ds.playlists}
     known = next(p for p in ds.playlists if p.split == "train")
@@ -122,12 +122,18 @@ def test_skip_invalid_and_cli_error(tmp_path):
     assert "dropped 1" in res.output and "duplicate conversation id" in res.output
     back = read_dataset(tmp_path / "d")
     assert [c.id for c in back.conversations] == ["a"] and back.conversations[0].split == "train"
-    # Records for playlists outside the dataset need --split.
+    # Records for playlists outside the dataset need --default-split.
     other = tmp_path / "other.jsonl"
     other.write_text('{"pid": "elsewhere", "cid": "b", "conversations": '
                      '[{"role": "music", "content": "t1"}]}\n')
     res = runner.invoke(app, ["data", "import-json", "--data", str(tmp_path / "d"), "--file",
-                              str(other), "--split", "valid"])
+                              str(other), "--default-split", "valid"])
     assert res.exit_code == 0, res.output
     assert {c.id: c.split for c in read_dataset(tmp_path / "d").conversations} == {"a": "train",
                                                                                   "b": "valid"}
+    # Its old name, --split, still works for one release, with a note.
+    res = runner.invoke(app, ["data", "import-json", "--data", str(tmp_path / "d"), "--file",
+                              str(other), "--split", "test"])
+    assert res.exit_code == 0, res.output
+    assert "--split is now --default-split" in res.output.replace("\n", "")
+    assert {c.id: c.split for c in read_dataset(tmp_path / "d").conversations}["b"] == "test"

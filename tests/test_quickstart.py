@@ -8,6 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from talkplay.cli import app
+from talkplay.cli.quickstart import QUICKSTART_SETTINGS, recorded_stage_args
+from talkplay.io import write_json
 
 
 @pytest.mark.slow
@@ -54,3 +56,14 @@ def test_quickstart_rejects_unknown_profile_and_bad_limit(tmp_path):
     out = CliRunner().invoke(app, ["quickstart", "--profile", "tiny", "--eval-limit", "0",
                                    "--work", str(tmp_path)])
     assert out.exit_code == 2 and "--eval-limit must be at least 1" in out.output
+
+
+def test_a_workspace_recorded_with_old_option_names_is_still_up_to_date(tmp_path):
+    """Before the rename, tokenize's --clusters was --k: the recorded arguments still match."""
+    record = tmp_path / "quickstart.json"
+    assert recorded_stage_args(record) == {}
+    old = ["tokenize", "--data", "w", "--k", "16", "--k-modality", "playlist=8"]
+    write_json(record, {"stage_args": {"tokenize": old, "world": ["data", "synth", "--out", "w"]}})
+    stages = recorded_stage_args(record)
+    assert stages["tokenize"] == ["tokenize", "--data", "w", *QUICKSTART_SETTINGS["tiny"]["tokenize"]]
+    assert stages["world"] == ["data", "synth", "--out", "w"]

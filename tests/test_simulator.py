@@ -142,6 +142,25 @@ def test_cli_adds_conversations_and_keeps_split(tmp_path):
     assert back.manifest["world"] == {"a": 1} and back.manifest["split_rule"] == "by hand"
 
 
+def test_cli_playlist_and_turn_limits_and_their_old_names(tmp_path):
+    write_dataset(tmp_path / "d", toy_dataset(), source="toy", split_rule="x")
+    base = ["data", "conversations", "--data", str(tmp_path / "d")]
+
+    def music_turns() -> list[int]:
+        convs = read_dataset(tmp_path / "d").conversations
+        return [sum(m.role == "music" for m in c.messages) for c in convs]
+
+    res = CliRunner().invoke(app, [*base, "--max-playlists", "3", "--max-music-turns", "2"])
+    assert res.exit_code == 0 and "is now" not in res.output, res.output
+    assert len(music_turns()) == 3 and max(music_turns()) == 2
+    # --limit and --max-turns were renamed: they still work for one release, with a note.
+    res = CliRunner().invoke(app, [*base, "--limit", "5", "--max-turns", "1"])
+    assert res.exit_code == 0, res.output
+    out = res.output.replace("\n", "")
+    assert "--limit is now --max-playlists" in out and "--max-turns is now --max-music-turns" in out
+    assert len(music_turns()) == 5 and max(music_turns()) == 1
+
+
 @pytest.mark.parametrize("bad", [["--generator", "nope"], ["--splits", "training"]])
 def test_cli_errors_are_clear(tmp_path, bad):
     write_dataset(tmp_path / "d", toy_dataset(), source="toy", split_rule="x")

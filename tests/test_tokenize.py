@@ -145,9 +145,17 @@ def test_cli_tokenize_prints_statistics(tmp_path):
     from talkplay.cli import app
 
     d = make_embedded(tmp_path)
-    r = CliRunner().invoke(app, ["tokenize", "--data", str(d), "--k", "8", "--niter", "5"],
+    r = CliRunner().invoke(app, ["tokenize", "--data", str(d), "--clusters", "8", "--niter", "5"],
                            env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     assert "collision rate" in r.output and "playlist" in r.output and "cold" in r.output
+    assert "is now" not in r.output
+    # The old names (--k, --k-modality) still work for one release, with a note.
+    r = CliRunner().invoke(app, ["tokenize", "--data", str(d), "--k", "6", "--k-modality",
+                                 "playlist=3", "--niter", "5"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "--k is now --clusters" in r.output and "--k-modality is now --modality-clusters" in r.output
+    stats = json.loads((d / "tokenizer" / "stats.json").read_text())
+    assert stats["modalities"]["playlist"]["k"] <= 3 and stats["modalities"]["semantic"]["k"] <= 6
     r = CliRunner().invoke(app, ["tokenize", "--data", str(_no_embeddings(tmp_path / "e"))])
     assert r.exit_code == 2 and "talkplay embed" in r.output and "Traceback" not in r.output

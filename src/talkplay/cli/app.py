@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TypeVar
 
 import typer
 from rich.console import Console
@@ -24,6 +25,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Build, import and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console()
+T = TypeVar("T")
 NOISY_LOGGERS = ("faiss", "faiss.loader", "bm25s", "sentence_transformers", "matplotlib", "httpx",
                  "transformers")
 
@@ -38,6 +40,28 @@ def fail(message: str, code: int = 2) -> None:
     """Print a clear error (no stack trace) and exit non-zero."""
     console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
+
+
+def renamed(value: T, old_value: T | None, new: str, old: str) -> T:
+    """The value of an option renamed from ``old`` to ``new``.
+
+    The old spelling stays for one release as a hidden option of its own; when it is given,
+    a note names the new one. Repeatable options take the values of both spellings.
+
+    Args:
+        value: the value of the new option.
+        old_value: the value of the hidden old option (None or [] when not given).
+        new: the new option name, e.g. ``--clusters``.
+        old: the old option name, e.g. ``--k``.
+    Returns:
+        The value to use.
+    """
+    if old_value is None or old_value == []:
+        return value
+    console.print(f"[yellow]note:[/] {old} is now {new}; {old} goes away in the next release")
+    if isinstance(old_value, list):
+        return [*(value or []), *old_value]  # type: ignore[return-value]
+    return old_value
 
 
 def quiet_libraries() -> None:

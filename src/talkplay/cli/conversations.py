@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from talkplay.cli.app import console, data_app, fail, progress_bar
+from talkplay.cli.app import console, data_app, fail, progress_bar, renamed
 from talkplay.data.conversations import llm as llm_gen
 from talkplay.data.conversations.common import (
     add_conversations,
@@ -51,26 +51,39 @@ def conversations(
     data: Annotated[Path, typer.Option("--data", help="Dataset directory (rewritten atomically).")],
     generator: Annotated[str, typer.Option(help="simulator (offline) or llm.")] = "simulator",
     seed: Annotated[int, typer.Option(help="Random seed (negative sets, phrasing, rejections).")] = 0,
-    max_turns: Annotated[int, typer.Option(help="Most music turns per conversation.")] = 8,
+    max_music_turns: Annotated[int, typer.Option(
+        help="Most music turns (recommendations) per generated conversation.")] = 8,
     per_playlist: Annotated[int, typer.Option(help="Conversations per playlist.")] = 1,
     reject_rate: Annotated[float, typer.Option(help="Share of turns that are rejections.")] = 0.15,
     negatives: Annotated[int, typer.Option(help="Negative-set size per conversation.")] = 8,
     splits: Annotated[str | None, typer.Option(help="Only playlists of these splits, e.g. 'train,valid'.")] = None,
-    limit: Annotated[int | None, typer.Option(help="At most this many playlists.")] = None,
-    base_url: Annotated[str | None, typer.Option(help="LLM: OpenAI-style base URL (…/v1); env TALKPLAY_LLM_BASE_URL.")] = None,
-    model: Annotated[str | None, typer.Option(help="LLM: model name; env TALKPLAY_LLM_MODEL.")] = None,
-    api_key: Annotated[str | None, typer.Option(help="LLM: API key; env TALKPLAY_LLM_API_KEY.")] = None,
+    max_playlists: Annotated[int | None, typer.Option(help="At most this many playlists.")] = None,
+    llm_base_url: Annotated[str | None, typer.Option(help="LLM: OpenAI-style base URL (…/v1); env TALKPLAY_LLM_BASE_URL.")] = None,
+    llm_model: Annotated[str | None, typer.Option(help="LLM: model name; env TALKPLAY_LLM_MODEL.")] = None,
+    llm_api_key: Annotated[str | None, typer.Option(help="LLM: API key; env TALKPLAY_LLM_API_KEY.")] = None,
     concurrency: Annotated[int, typer.Option(help="LLM: requests in flight.")] = 4,
     max_attempts: Annotated[int, typer.Option(help="LLM: attempts per conversation.")] = 4,
     timeout: Annotated[float, typer.Option(help="LLM: seconds per request.")] = 120.0,
     backoff: Annotated[float, typer.Option(help="LLM: first retry delay in seconds (doubles per attempt).")] = 1.0,
     temperature: Annotated[float, typer.Option(help="LLM: sampling temperature.")] = 0.8,
-    work: Annotated[Path | None, typer.Option(help="LLM: progress directory (default DATA/conversations-llm).")] = None,
+    progress_dir: Annotated[Path | None, typer.Option(help="LLM: progress directory (default DATA/conversations-llm).")] = None,
     restart: Annotated[bool, typer.Option(help="LLM: discard earlier progress.")] = False,
     finalize: Annotated[bool, typer.Option(help="LLM: write the conversations finished so far "
                                               "into the dataset without generating more.")] = False,
+    old_max_turns: Annotated[int | None, typer.Option("--max-turns", hidden=True)] = None,
+    old_limit: Annotated[int | None, typer.Option("--limit", hidden=True)] = None,
+    old_base_url: Annotated[str | None, typer.Option("--base-url", hidden=True)] = None,
+    old_model: Annotated[str | None, typer.Option("--model", hidden=True)] = None,
+    old_api_key: Annotated[str | None, typer.Option("--api-key", hidden=True)] = None,
+    old_work: Annotated[Path | None, typer.Option("--work", hidden=True)] = None,
 ) -> None:
     """Add synthetic conversations made from the dataset's playlists (each keeps its playlist's split)."""
+    max_turns = renamed(max_music_turns, old_max_turns, "--max-music-turns", "--max-turns")
+    limit = renamed(max_playlists, old_limit, "--max-playlists", "--limit")
+    base_url = renamed(llm_base_url, old_base_url, "--llm-base-url", "--base-url")
+    model = renamed(llm_model, old_model, "--llm-model", "--model")
+    api_key = renamed(llm_api_key, old_api_key, "--llm-api-key", "--api-key")
+    work = renamed(progress_dir, old_work, "--progress-dir", "--work")
     try:
         ds = read_dataset(data)
         playlists = playlists_to_use(ds, _splits(splits), limit)
@@ -120,7 +133,7 @@ def conversations(
 @data_app.command("export-json")
 def export_json(
     data: Annotated[Path, typer.Option("--data", help="Dataset directory.")],
-    out: Annotated[Path, typer.Option("--out", help="Output JSONL file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output JSONL file.")],
     splits: Annotated[str | None, typer.Option(help="Only these splits, e.g. 'test'.")] = None,
 ) -> None:
     """Write conversations as talkplay-db-style JSONL records {pid, cid, conversations}."""
@@ -135,10 +148,13 @@ def export_json(
 def import_json(
     data: Annotated[Path, typer.Option("--data", help="Dataset directory (rewritten atomically).")],
     file: Annotated[Path, typer.Option("--file", help="talkplay-db-style JSONL file.")],
-    split: Annotated[str | None, typer.Option(help="Split for records whose playlist is not in the dataset.")] = None,
+    default_split: Annotated[str | None, typer.Option(
+        help="Split for records whose playlist is not in the dataset.")] = None,
     skip_invalid: Annotated[bool, typer.Option(help="Drop bad records instead of failing.")] = False,
+    old_split: Annotated[str | None, typer.Option("--split", hidden=True)] = None,
 ) -> None:
     """Add talkplay-db-style conversations to a dataset; every music id must be in its catalog."""
+    split = renamed(default_split, old_split, "--default-split", "--split")
     try:
         ds = read_dataset(data)
         convs, col = import_jsonl(ds, file, default_split=split, skip_invalid=skip_invalid)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from talkplay.cli.app import console, data_app, fail, progress_bar
+from talkplay.cli.app import console, data_app, fail, progress_bar, renamed
 from talkplay.cli.data import print_counts
 from talkplay.data.cpcd import import_cpcd
 from talkplay.data.errors import DataError
@@ -97,12 +97,14 @@ def talkplay(
     catalog: Annotated[Path, typer.Option(
         "--catalog", help="Existing TalkPlay dataset directory (e.g. an MPD import).")],
     out: Out,
-    split: Annotated[str | None, typer.Option(
+    default_split: Annotated[str | None, typer.Option(
         help="Split for conversations whose pid is not a playlist of the catalog "
              "(train, valid or test).")] = None,
     skip_invalid: SkipInvalid = False,
+    old_split: Annotated[str | None, typer.Option("--split", hidden=True)] = None,
 ) -> None:
     """Import TalkPlay (talkplay-db-v1) conversations joined to a catalog dataset by track id."""
+    split = renamed(default_split, old_split, "--default-split", "--split")
     started = time.perf_counter()
     try:
         result = import_talkplay(files, catalog, out, split=split, skip_invalid=skip_invalid)

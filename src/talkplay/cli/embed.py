@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from talkplay.cli.app import app, console, fail, progress_bar
+from talkplay.cli.app import app, console, fail, progress_bar, renamed
 from talkplay.config import profile as get_profile
 from talkplay.data.errors import DataError
 from talkplay.tokenize.grammar import MODALITIES
@@ -137,35 +137,40 @@ def _stats_tables(stats: dict) -> None:
 def tokenize(
     data: Annotated[Path, typer.Option("--data", help="Dataset directory with embeddings/.")],
     profile: Annotated[str, typer.Option(help="tiny | small | paper.")] = "small",
-    k: Annotated[int | None, typer.Option(
-        help="Clusters per modality (paper: 1024). Capped for small catalogs: K_m = min(k, "
-        "max(2, n_m // min_items_per_cluster)), n_m = tracks with modality m (at most n_m; "
-        "0 when no track has it).")] = None,
-    k_modality: Annotated[list[str] | None, typer.Option(
-        "--k-modality", help="MODALITY=K: another K for one modality (repeatable), e.g. "
-        "playlist=32; the cap rule applies to it too.")] = None,
+    clusters: Annotated[int | None, typer.Option(
+        "--clusters", help="Clusters per modality (paper: 1024). Capped for small catalogs: "
+        "K_m = min(clusters, max(2, n_m // min_items_per_cluster)), n_m = tracks with modality m "
+        "(at most n_m; 0 when no track has it).")] = None,
+    modality_clusters: Annotated[list[str] | None, typer.Option(
+        "--modality-clusters", help="MODALITY=K: another cluster count for one modality "
+        "(repeatable), e.g. playlist=32; the cap rule applies to it too.")] = None,
     min_items_per_cluster: Annotated[int | None, typer.Option(
-        help="Divisor of the cap rule (see --k).")] = None,
+        help="Divisor of the cap rule (see --clusters).")] = None,
     niter: Annotated[int | None, typer.Option(help="K-means iterations.")] = None,
     seed: Annotated[int | None, typer.Option(help="K-means seed.")] = None,
+    old_k: Annotated[int | None, typer.Option("--k", hidden=True)] = None,
+    old_k_modality: Annotated[list[str] | None, typer.Option("--k-modality", hidden=True)] = None,
 ) -> None:
     """Cluster each modality (spherical K-means, faiss) and give every track five codes;
     writes DATA/tokenizer and prints cluster-size and collision statistics."""
     from talkplay.tokenize.build import build_codebook
     from talkplay.tokenize.grammar import MODALITIES
 
+    clusters = renamed(clusters, old_k, "--clusters", "--k")
+    modality_clusters = renamed(modality_clusters, old_k_modality, "--modality-clusters",
+                                "--k-modality")
     try:
         cfg = get_profile(profile).tokenizer
     except ValueError as e:
         fail(str(e))
-    for key, value in (("k", k), ("min_items_per_cluster", min_items_per_cluster),
+    for key, value in (("k", clusters), ("min_items_per_cluster", min_items_per_cluster),
                        ("niter", niter), ("seed", seed)):
         if value is not None:
             setattr(cfg, key, value)
-    for spec in k_modality or []:
+    for spec in modality_clusters or []:
         m, sep, value = spec.partition("=")
         if not sep or m not in MODALITIES or not value.isdigit() or int(value) < 1:
-            fail(f"--k-modality {spec!r}: expected MODALITY=K with MODALITY in "
+            fail(f"--modality-clusters {spec!r}: expected MODALITY=K with MODALITY in "
                  f"{', '.join(MODALITIES)} and K >= 1")
         cfg.k_per_modality[m] = int(value)
     try:

@@ -30,7 +30,7 @@ QUICKSTART_SETTINGS: dict[str, dict] = {
     "small": {
         "world": ["--tracks", "2000", "--artists", "200", "--playlists", "2500", "--scenes", "20",
                   "--seconds", "3"],
-        "tokenize": ["--k", "128", "--k-modality", "playlist=32"],
+        "tokenize": ["--clusters", "128", "--modality-clusters", "playlist=32"],
         "train": ["--context-length", "256", "--batch-size", "8", "--lr", "1e-3",
                   "--warmup-steps", "10", "--token-init", "grounded", "--eval-every", "50",
                   "--save-every", "100"],
@@ -41,13 +41,24 @@ QUICKSTART_SETTINGS: dict[str, dict] = {
     "tiny": {
         "world": ["--tracks", "150", "--artists", "20", "--playlists", "160", "--scenes", "4",
                   "--seconds", "3"],
-        "tokenize": ["--k", "16", "--k-modality", "playlist=8"],
+        "tokenize": ["--clusters", "16", "--modality-clusters", "playlist=8"],
         "train": ["--max-steps", "6", "--token-init", "grounded", "--eval-every", "3",
                   "--save-every", "3"],
         "eval_limit": 4,
         "systems": "talkplay-beam,talkplay-paper,bm25,dense,clap,popularity",
     },
 }
+# Options renamed since an earlier quickstart may have recorded its stage arguments.
+RENAMED_OPTIONS = {"--k": "--clusters", "--k-modality": "--modality-clusters"}
+
+
+def recorded_stage_args(record: Path) -> dict[str, list[str]]:
+    """The stage arguments of the last quickstart in a workspace, in today's option names, so
+    that a workspace from before a rename does not rerun its stages (or {} without a record)."""
+    if not record.exists():
+        return {}
+    stages = read_json(record).get("stage_args", {})
+    return {name: [RENAMED_OPTIONS.get(a, a) for a in args] for name, args in stages.items()}
 
 
 def _invoke(args: list[str]) -> None:
@@ -99,7 +110,7 @@ def quickstart(
     # A stage also reruns when its arguments changed since the last quickstart in WORK
     # (e.g. a larger --minutes resumes training from its checkpoint for that many minutes more).
     record = work / "quickstart.json"
-    before = read_json(record).get("stage_args", {}) if record.exists() else {}
+    before = recorded_stage_args(record)
     stage_args: dict[str, list[str]] = {}
 
     def stage(name: str, done: Callable[[], bool], args: list[str]) -> None:

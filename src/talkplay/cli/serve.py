@@ -86,7 +86,8 @@ def chat(
     system: SystemOpt = None,
     data: DataOpt = None,
     k: Annotated[int, typer.Option("--k", "-k", min=1, max=50, help="Tracks shown per turn.")] = 5,
-    max_turns: Annotated[int, typer.Option(min=1, help="Turns per conversation.")] = 50,
+    max_turns: Annotated[int, typer.Option(
+        min=1, help="Turns per session (then /new starts another).")] = 50,
 ) -> None:
     """Chat with a TalkPlay run or a baseline in the terminal (reads lines from stdin)."""
     from talkplay.serve.chat import run_chat

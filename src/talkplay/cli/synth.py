@@ -17,7 +17,7 @@ from talkplay.io import MANIFEST
 
 @data_app.command("synth")
 def synth(
-    out: Annotated[Path, typer.Option("--out", help="Dataset directory to write.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset directory to write.")],
     tracks: int = typer.Option(WorldConfig.n_tracks, help="Catalog size (new releases included)."),
     artists: int = typer.Option(WorldConfig.n_artists, help="Number of artists."),
     playlists: int = typer.Option(WorldConfig.n_playlists, help="Number of playlists."),

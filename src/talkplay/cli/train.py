@@ -39,7 +39,8 @@ def train(
     warmup_steps: Annotated[int | None, typer.Option(min=0)] = None,
     eval_every: Annotated[int | None, typer.Option(min=1, help="Validate every N steps.")] = None,
     save_every: Annotated[int | None, typer.Option(min=1, help="Checkpoint every N steps.")] = None,
-    seed: Annotated[int | None, typer.Option(min=0)] = None,
+    seed: Annotated[int | None, typer.Option(
+        min=0, help="Random seed (token init, data order, sampling).")] = None,
     train_top_layers: Annotated[int | None, typer.Option(
         min=1, help="Train only the top N layers + embeddings (no backward below them; default: all).")] = None,
     token_init: Annotated[str | None, typer.Option(

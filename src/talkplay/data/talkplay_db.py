@@ -100,7 +100,7 @@ def parse_record(raw: object, loc: Loc, track_ids: Container[str], *,
         split = field(raw, "split", str, loc, required=False, default=default_split)
         if split is None:
             raise loc.at("pid").error(f"playlist {pid!r} is not in the catalog dataset, so "
-                                      "its split is unknown; pass --split")
+                                      "its split is unknown; pass --default-split")
         if split not in SPLITS:
             where = loc.at("split") if raw.get("split") is not None else loc
             raise where.error(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
