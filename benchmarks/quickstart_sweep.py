@@ -1,7 +1,9 @@
 """Which training settings make TalkPlay win on the embedded world, at a fixed budget.
 
 Trains SmolLM2 once per named configuration on a tokenized dataset and evaluates TalkPlay
-(catalog beam search, the default mode) on the test split with the paper protocol. Every
+(catalog beam search, the default mode) on the **valid** split with the paper protocol: the
+test split is for the final report only, and ``--split test`` is refused unless
+``--allow-test`` is given (then a warning is printed). Every
 configuration gets the same number of optimizer steps, so a GPU can stand in for the
 quickstart's CPU budget: pick ``--steps`` = what the CPU reaches in its minutes
 (``RUN/metrics.jsonl`` of a quickstart run says how many). Compare the MRR column with the
@@ -63,6 +65,16 @@ def build_profile(fields: dict[str, str], steps: int):
     return prof
 
 
+def check_split(split: str, allow_test: bool) -> None:
+    """Tuning reads the valid split; the test split only with an explicit override."""
+    if split == "test":
+        if not allow_test:
+            raise SystemExit("--split test: settings chosen on the test split make its figures "
+                             "optimistic; tune on --split valid (or pass --allow-test)")
+        print("WARNING: tuning on the TEST split (--allow-test); do not report these settings' "
+              "test figures as held-out results", file=sys.stderr, flush=True)
+
+
 def run_one(name: str, fields: dict[str, str], args) -> dict:
     from talkplay.data.dataset import read_dataset
     from talkplay.evaluate.run import evaluate
@@ -85,7 +97,8 @@ def run_one(name: str, fields: dict[str, str], args) -> dict:
     for mode in args.modes.split(","):
         rec = load_talkplay(run, mode=mode, with_reply=False)
         t1 = time.perf_counter()
-        res = evaluate(ds, {f"talkplay-{mode}": rec}, protocol="paper", limit=args.limit)
+        res = evaluate(ds, {f"talkplay-{mode}": rec}, protocol="paper", limit=args.limit,
+                       split=args.split)
         micro = res["systems"][f"talkplay-{mode}"]["micro"]
         out[mode] = {"mrr": round(micro["mrr"], 4), "hit@10": round(micro["hit@10"], 4),
                      "eval_s": round(time.perf_counter() - t1, 1)}
@@ -97,12 +110,19 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", action="append", required=True, help="NAME:data=DIR[,field=value...]")
     ap.add_argument("--steps", type=int, default=250, help="Optimizer steps (unless a config sets max_steps).")
-    ap.add_argument("--limit", type=int, default=40, help="Test conversations (the quickstart's 40).")
+    ap.add_argument("--limit", type=int, default=None,
+                    help="At most this many conversations of --split (default: all).")
+    ap.add_argument("--split", default="valid",
+                    help="Conversation split to score (valid; test only with --allow-test).")
+    ap.add_argument("--allow-test", action="store_true",
+                    help="Let --split test through (prints a warning): choices made on the "
+                         "test split make its figures optimistic.")
     ap.add_argument("--modes", default="beam", help="TalkPlay decoding modes to evaluate (beam,paper).")
     ap.add_argument("--out", default="sweep")
     ap.add_argument("--deadline-min", type=float, default=None,
                     help="Start no new configuration after this many minutes.")
     args = ap.parse_args(argv)
+    check_split(args.split, args.allow_test)
     configs = [parse_config(c) for c in args.config]
     Path(args.out).mkdir(parents=True, exist_ok=True)
     start, results = time.perf_counter(), []

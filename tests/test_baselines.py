@@ -35,12 +35,52 @@ def _user(text):
 
 
 def test_track_text_and_query_weights():
-    assert track_text(TRACKS[0]) == "Smells Like Teen Spirit by Nirvana from Nevermind grunge rock 1991"
+    assert track_text(TRACKS[0]) == ("Smells Like Teen Spirit by Nirvana from Nevermind grunge "
+                                     "rock 1991 90s")
+    full = Track("x", "Rain Song", ["Band"], tags=["folk"], release_date="2013", tempo=72.4,
+                 key="A minor", lyrics="The rain falls, rain on the river. River rain, home.")
+    assert track_text(full) == ("Rain Song by Band folk 2013 2010s 72 bpm slow A minor "
+                                "lyrics: rain river falls home")
     hist = [Message("user", "old"), Message("music", "miles"), Message("assistant", "x"),
             Message("user", "new")]
     parts = query_parts(hist, decay=0.5, track_weight=0.5)
     assert [(p.weight, p.text, p.track_id) for p in parts] == [
         (0.5, "old", None), (0.5, None, "miles"), (1.0, "new", None)]
+
+
+def test_rejected_tracks_are_never_evidence():
+    hist = [Message("user", "play something"), Message("music", "miles", "rejected"),
+            Message("user", "not that one"), Message("music", "nirvana1"),
+            Message("user", "more")]
+    parts = query_parts(hist, decay=0.5, track_weight=0.5)
+    assert [p.track_id for p in parts if p.track_id] == ["nirvana1"]
+    bm25 = SYSTEMS["bm25"](_ds())
+    only_rejected = [Message("user", "hmm"), Message("music", "miles", "rejected"),
+                     Message("user", "something else")]
+    assert np.array_equal(bm25.scores(only_rejected),
+                          bm25.scores([Message("user", "hmm"), Message("user", "something else")]))
+
+
+def test_cooc_follows_training_playlists_and_backs_off_to_text():
+    playlists = [Playlist("p1", ["miles", "debussy"]), Playlist("p2", ["miles", "debussy", "adele"]),
+                 Playlist("p3", ["nirvana1", "daftpunk"]),
+                 Playlist("p4", ["miles", "nirvana2"], split="test")]  # test: never counted
+    cooc = SYSTEMS["cooc"](_ds(playlists=playlists))
+    hist = [Message("user", "something calm"), Message("music", "miles"), Message("user", "more")]
+    rec = cooc.recommend(hist, k=3, exclude={"miles"})
+    # miles and debussy share both training playlists (cosine 1), adele one (1/sqrt(2*1));
+    # nirvana2 co-occurs only in a test playlist. Scores carry the track weight 0.5.
+    assert [t.track_id for t in rec.tracks[:2]] == ["debussy", "adele"]
+    assert [t.score for t in rec.tracks[:2]] == pytest.approx([0.5, 0.5 / np.sqrt(2)])
+    assert rec.tracks[2].score == 0.0
+    # A rejected track is no evidence: only text remains, and it names Nirvana.
+    hist = [Message("user", "play something"), Message("music", "miles", "rejected"),
+            Message("user", "no, grunge like Nirvana")]
+    rec = cooc.recommend(hist, k=2, exclude={"miles"})
+    assert {t.track_id for t in rec.tracks} == {"nirvana1", "nirvana2"}
+    # First turn: nothing accepted yet, BM25 alone orders the catalog.
+    rec = cooc.recommend([Message("user", "Clair de Lune")], k=1)
+    assert rec.tracks[0].track_id == "debussy" and rec.info["cooc_nonzero"] == 0
 
 
 def test_top_k_excludes_and_breaks_ties_by_catalog_order():

@@ -84,3 +84,20 @@ def test_chat_ends_at_end_of_input_and_reports_bad_options_cleanly(data, tmp_pat
         assert out.returncode == 2, (args, out.stdout, out.stderr)
         assert message in " ".join(out.stdout.split()), out.stdout  # rich wraps long lines
         assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_a_skipped_played_track_is_marked_rejected_for_every_recommender():
+    from talkplay.data.schema import Track
+    from talkplay.recommend.protocol import Recommendation, ScoredTrack
+    from talkplay.serve.session import SKIP, ChatSession
+
+    session = ChatSession()
+    pending = session.prepare_message("some jazz")
+    session.commit(pending, Recommendation([ScoredTrack("a", 1.0), ScoredTrack("b", 0.5)]))
+    catalog = {"a": Track("a", "A"), "b": Track("b", "B")}
+    pending = session.prepare_feedback("a", SKIP, catalog)
+    music = [m for m in pending.history if m.role == "music"]
+    assert [(m.content, m.feedback) for m in music] == [("a", "rejected")]
+    assert pending.exclude == {"a"}
+    session.commit(pending, Recommendation([ScoredTrack("b", 0.5)]))
+    assert session.rejected == ["a"] and session.history[1].feedback == "rejected"

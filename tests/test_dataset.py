@@ -146,3 +146,17 @@ def test_codebook_round_trip_and_resave(tmp_path):
     assert again.manifest["seed"] == 3 and again.k == {m: 2 for m in MODALITIES}
     assert again.text_of("b").startswith("<start_of_music><|playlist-1|>")
     assert (tmp_path / "t2" / "codes.npy").stat().st_mode & 0o044  # readable by others
+
+
+def test_warm_means_in_a_training_playlist_and_nothing_else():
+    from talkplay.data.splits import mark_cold, warm_ids
+
+    tracks = [Track(f"t{i}", f"T{i}") for i in range(5)]
+    ds = Dataset(tracks=tracks, playlists=[
+        Playlist("train", ["t0", "t1"]), Playlist("valid", ["t1", "t2"], split="valid"),
+        Playlist("test", ["t3"], split="test")],
+        conversations=[Conversation("c", [Message("user", "x"), Message("music", "t4")])])
+    assert warm_ids(ds) == {"t0", "t1"}
+    assert mark_cold(ds) == 3
+    # Only in valid, only in test, only in a training conversation: all cold (no playlist code).
+    assert {t.id for t in ds.tracks if t.cold} == {"t2", "t3", "t4"}

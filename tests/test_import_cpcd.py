@@ -57,7 +57,10 @@ def test_real_dev_train_file(shared_data, tmp_path):
     res = import_cpcd(path, tmp_path / "ds")
     ds = read_dataset(tmp_path / "ds")
     assert len(ds.conversations) == 400 == len(res.dataset.conversations)
-    assert len(ds.tracks) == 7527 and not any(t.cold for t in ds.tracks)
+    assert len(ds.tracks) == 7527
+    # Warm = in a training goal playlist; tracks only shown (never liked) are cold.
+    liked = {t for p in ds.playlists for t in p.track_ids}
+    assert {t.id for t in ds.tracks if not t.cold} == liked and len(liked) < 7527
     raw = [json.loads(line) for line in path.read_text().splitlines()]
     assert sum(len(c.meta["turns"]) for c in ds.conversations) == 2129
     assert ds.counts()["music_turns"] == sum(len(t["liked_results"]) for d in raw for t in d["turns"])
@@ -74,7 +77,7 @@ def test_real_dev_train_file(shared_data, tmp_path):
         assert meta["disliked"] == turn["disliked_results"]
 
 
-def test_real_file_hold_out_is_seeded_and_cold_means_test_only(shared_data, tmp_path):
+def test_real_file_hold_out_is_seeded_and_warm_means_in_a_train_playlist(shared_data, tmp_path):
     path = shared_data / CPCD
     a = import_cpcd(path, tmp_path / "a", test_fraction=0.25, valid_fraction=0.1, seed=7).dataset
     b = import_cpcd(path, tmp_path / "b", test_fraction=0.25, valid_fraction=0.1, seed=7).dataset
@@ -84,7 +87,7 @@ def test_real_file_hold_out_is_seeded_and_cold_means_test_only(shared_data, tmp_
     assert split != {x.id: x.split for x in c.conversations}
     assert a.counts()["conversations"] == {"train": 260, "valid": 40, "test": 100}
     raw = {d["id"]: d for d in map(json.loads, path.read_text().splitlines())}
-    warm = {t for did, s in split.items() if s != "test" for t in raw[did]["tracks"]}
+    warm = {t for did, s in split.items() if s == "train" for t in raw[did]["goal_playlist"]}
     assert {t.id for t in a.tracks if t.cold} == {t.id for t in a.tracks} - warm != set()
     assert all(p.split == split[p.id] for p in a.playlists)
 
@@ -114,7 +117,7 @@ def test_separate_test_file_marks_its_own_tracks_cold(tmp_path):
     test = write_jsonl(tmp_path / "test.jsonl", [dialog("t1", [["a", "z"]])])
     ds = import_cpcd(small(tmp_path), tmp_path / "ds", test=test).dataset
     assert {c.id: c.split for c in ds.conversations}["t1"] == "test"
-    assert [t.id for t in ds.tracks if t.cold] == ["z"]
+    assert [t.id for t in ds.tracks if t.cold] == ["x", "z"]  # x: only disliked in d1
     write_jsonl(test, [dialog("d2", [["a"]])])
     with pytest.raises(DataError, match="also in"):
         import_cpcd(small(tmp_path), tmp_path / "ds2", test=test)

@@ -65,14 +65,32 @@ def test_import_catalog_popularity_and_chronological_split(tmp_path):
     assert len(ds.tracks) == 12 == len(res.dataset.tracks)  # a, t0..t10
     a = tracks["spotify:track:a"]
     assert (a.title, a.artists, a.album, a.duration_ms) == ("Song a", ["Artist a"], "Album a", 201000)
-    assert a.popularity == 10  # in every playlist; twice in pid 0 counts once
+    assert a.popularity == 6  # in the 6 training playlists; twice in pid 0 counts once
     assert tracks["spotify:track:t5"].popularity == 2
+    assert tracks["spotify:track:t9"].popularity == 0  # only in test
     split = {p.id: p.split for p in ds.playlists}
     assert [split[str(i)] for i in range(10)] == ["train"] * 6 + ["valid"] * 2 + ["test"] * 2
     assert ds.playlists[0].track_ids[-1] == "spotify:track:a"  # duplicates and order kept
-    # Test = pids 8, 9 (t8..t10); t8 is also in valid pid 7, so only t9 and t10 are cold.
-    assert sorted(t.id for t in ds.tracks if t.cold) == ["spotify:track:t10", "spotify:track:t9"]
+    # Warm = in a training playlist (pids 0-5: a, t0..t6); valid/test-only tracks are cold.
+    assert sorted(t.id for t in ds.tracks if t.cold) == [
+        "spotify:track:t10", "spotify:track:t7", "spotify:track:t8", "spotify:track:t9"]
     assert ds.manifest["importer"] == "mpd" and "chronological" in ds.manifest["split_rule"]
+
+
+def test_test_playlists_never_change_popularity(tmp_path):
+    pls = ten_playlists()
+    write_slice(tmp_path / "a", pls)
+    base = import_mpd([tmp_path / "a"], tmp_path / "ds-a", test_size=2, valid_size=2, seed=3).dataset
+    # Same playlists, but the two test playlists (latest days) now hold popular tracks too.
+    changed = [dict(p) for p in pls]
+    for p in changed[8:]:
+        p["tracks"] = p["tracks"] + [track(u, 10 + i) for i, u in enumerate(["a", "t0", "t3"] * 3)]
+    write_slice(tmp_path / "b", changed)
+    other = import_mpd([tmp_path / "b"], tmp_path / "ds-b", test_size=2, valid_size=2, seed=3).dataset
+    assert {p.id: p.split for p in other.playlists} == {p.id: p.split for p in base.playlists}
+    pop = {t.id: t.popularity for t in other.tracks}
+    assert pop == {t.id: t.popularity for t in base.tracks}
+    assert pop["spotify:track:a"] == 6
 
 
 def test_split_is_seeded_and_samples_latest_day(tmp_path):

@@ -39,8 +39,28 @@ def test_paper_targets_skip_rejected_and_exclude_history():
     assert first.exclude == set() and not first.cold
     assert len(last.history) == 7 and last.exclude == {"a", "b"} and last.cold
     assert last.docid == "c:7"
+    # The rejected track stays in the history, marked; the accepted one is not.
+    assert [(m.content, m.feedback) for m in last.history if m.role == M] == [
+        ("a", None), ("b", "rejected")]
     kept = paper_targets(_ds([conv]), exclude_history=False)
     assert kept[1].exclude == set()
+
+
+def test_paper_drops_assistant_text_that_names_the_next_target():
+    # An LLM-written reply announcing the next track (by title "B" -> "Blue Train"; by id "c").
+    conv = _conv("c", [(U, "jazz"), (M, "a"), (A, "Next up: Blue Train!"), (U, "ok"), (M, "b"),
+                       (A, "then track c"), (U, "more"), (M, "c")])
+    ds = _ds([conv])
+    ds.track_index()["b"].title = "Blue Train"
+    targets = paper_targets(ds)
+    second, third = targets[1], targets[2]
+    assert [m.content for m in second.history] == ["jazz", "a", "ok"]
+    assert second.dropped_assistant == 1
+    assert "then track c" not in [m.content for m in third.history]
+    assert "Next up: Blue Train!" in [m.content for m in third.history]  # b is not the target
+    assert third.dropped_assistant == 1
+    res = evaluate(ds, {"fixed": FixedRanking(["a", "b", "c"])}, protocol="paper")
+    assert res["dropped_assistant_messages"] == 2
 
 
 def test_paper_skips_replayed_gold_and_other_splits():

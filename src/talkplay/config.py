@@ -125,6 +125,11 @@ class GenerateConfig:
     max_reply_tokens: int = 48
     exclude_seen: bool = True
     """Drop tracks already recommended or liked earlier in the conversation."""
+    max_prompt_tokens: int | None = None
+    """Longest prompt before the oldest turns are dropped; None = the training context minus
+    64 tokens for the music block and reply (what training showed). A larger value keeps more
+    of a long conversation at inference (the base model's positions go further than the
+    fine-tuning context)."""
     seed: int = 0
 
 

@@ -80,8 +80,8 @@ def evaluate(
     data: Annotated[Path, typer.Option("--data", "-d", help="Dataset directory.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for results and predictions.")],
     systems: Annotated[str, typer.Option(
-        help="Comma-separated: bm25, dense, clap, popularity, talkplay, talkplay-paper, "
-             "talkplay-beam.")] = "bm25,dense,clap,popularity",
+        help="Comma-separated: bm25, dense, cooc, clap, popularity, talkplay, talkplay-paper, "
+             "talkplay-beam.")] = "bm25,dense,cooc,clap,popularity",
     run: Annotated[Path | None, typer.Option(help="Fine-tuned run directory (talkplay systems).")] = None,
     protocol: Annotated[str, typer.Option(help="auto, paper or cpcd (auto: cpcd for CPCD imports).")] = "auto",
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many test conversations.")] = None,

@@ -13,7 +13,7 @@ from talkplay.data.errors import DataError
 
 RunOpt = Annotated[Path | None, typer.Option("--run", help="Fine-tuned TalkPlay run directory.")]
 SystemOpt = Annotated[str | None, typer.Option(
-    "--system", help="Serve a baseline instead: popularity, bm25, dense or clap.")]
+    "--system", help="Serve a baseline instead: popularity, bm25, dense, cooc or clap.")]
 DataOpt = Annotated[Path | None, typer.Option(
     "--data", "-d", help="Dataset directory (default: the one the run was trained on).")]
 

@@ -28,6 +28,7 @@ from talkplay.data.importing import ImportResult, check_out_dir, write_import
 from talkplay.data.jsonio import Loc, check_text, expect, id_value, iter_jsonl, str_list
 from talkplay.data.jsonio import field as jfield
 from talkplay.data.schema import Conversation, Message, Playlist, Track
+from talkplay.data.splits import mark_cold
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +151,9 @@ def _assign_splits(dialogs: list[Dialog], *, test_fraction: float, valid_fractio
 
 
 def _merge_catalog(dialogs: list[Dialog], notes: list[str]) -> list[Track]:
-    """Join the dialogs' track dicts into one catalog; a track is cold when only test dialogs
-    contain it. The first dialog's metadata wins when two dialogs disagree (counted in notes)."""
+    """Join the dialogs' track dicts into one catalog (cold flags are set later by
+    ``mark_cold``). The first dialog's metadata wins when two dialogs disagree (counted in notes)."""
     catalog: dict[str, Track] = {}
-    warm: set[str] = set()
     conflicts = 0
     for d in dialogs:
         for tid, t in d.tracks.items():
@@ -161,10 +161,6 @@ def _merge_catalog(dialogs: list[Dialog], notes: list[str]) -> list[Track]:
                 catalog[tid] = t
             elif catalog[tid] != t:
                 conflicts += 1
-        if d.conversation.split != "test":
-            warm.update(d.tracks)
-    for tid, t in catalog.items():
-        t.cold = tid not in warm
     if conflicts:
         notes.append(f"{conflicts} track entries disagree with the metadata first seen for "
                      "their id (first kept)")
@@ -179,7 +175,7 @@ def import_cpcd(train: str | Path, out: str | Path, *, test: str | Path | None =
     Args:
         train: JSONL dialogs for train (and, via the fractions, valid/test).
         out: dataset directory to write.
-        test: optional JSONL dialogs that are all test; tracks only there are cold.
+        test: optional JSONL dialogs that are all test.
         test_fraction: share of ``train`` dialogs held out as test (only without ``test``).
         valid_fraction: share of ``train`` dialogs held out as valid.
         seed: seed of the random hold-out.
@@ -223,10 +219,11 @@ def import_cpcd(train: str | Path, out: str | Path, *, test: str | Path | None =
         if d.playlist is not None:
             d.playlist.split = d.conversation.split
             ds.playlists.append(d.playlist)
+    mark_cold(ds)  # warm = in a training goal playlist (a liked track of a train dialog)
     rule = (f"cpcd: {'dialogs of ' + str(test) + ' are test; ' if test else ''}"
             f"seeded random hold-out of {test_fraction:g} test and {valid_fraction:g} valid "
-            f"of {train} (seed={seed}); goal playlists follow their dialog; tracks only in "
-            "test dialogs are cold")
+            f"of {train} (seed={seed}); goal playlists follow their dialog; tracks in no "
+            "training goal playlist are cold")
     extra = {"importer": "cpcd", "inputs": [str(train)] + ([str(test)] if test else []),
              "options": {"test_fraction": test_fraction, "valid_fraction": valid_fraction,
                          "seed": seed, "skip_invalid": skip_invalid},

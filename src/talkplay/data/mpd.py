@@ -4,7 +4,7 @@ A slice file is ``{"info": {...}, "playlists": [{"pid", "name", "modified_at", "
 [{"pos", "track_uri", "track_name", "artist_name", "album_name", "duration_ms", ...}]}]}``.
 Slices are parsed one file at a time (a full MPD is 1,000 files of ~30 MB); only the catalog
 and the playlists' track-id lists are kept. The track id is the ``track_uri``; popularity is
-the number of playlists that contain the track. Splits follow the paper: test (and valid)
+the number of *training* playlists that contain the track (counted after the split). Splits follow the paper: test (and valid)
 playlists are sampled from the latest ``modified_at`` dates (``chronological_split``).
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from talkplay.data.errors import Collector, DataError
 from talkplay.data.importing import ImportResult, check_out_dir, write_import
 from talkplay.data.jsonio import Loc, expect, field, id_value, read_json
 from talkplay.data.schema import Playlist, Track
-from talkplay.data.splits import chronological_split
+from talkplay.data.splits import chronological_split, training_popularity
 
 log = logging.getLogger(__name__)
 SLICE_GLOB = "mpd.slice.*.json"
@@ -118,12 +117,12 @@ def read_mpd(files: list[Path], collector: Collector,
             (a bad playlist is dropped whole; an unreadable file is dropped whole).
         on_file: called after each file with the file and its number of playlists read.
     Returns:
-        The dataset; ``Track.popularity`` = number of playlists containing the track.
+        The dataset (popularity unset: ``import_mpd`` counts it on training playlists after
+        the split).
     """
     tracks: dict[str, Track] = {}
     playlists: list[Playlist] = []
     first_file: dict[str, int] = {}  # pid -> index of the file it came from
-    n_playlists: Counter[str] = Counter()
     for k, path in enumerate(files):
         loc = Loc(str(path))
         try:
@@ -147,12 +146,9 @@ def read_mpd(files: list[Path], collector: Collector,
                 if uri not in tracks:  # the first occurrence's metadata names the track
                     tracks[uri] = Track(id=uri, title=title, artists=[artist] if artist else [],
                                         album=album, duration_ms=duration)
-            n_playlists.update(set(playlist.track_ids))
             playlists.append(playlist)
         if on_file:
             on_file(path, len(playlists) - before)
-    for uri, track in tracks.items():
-        track.popularity = float(n_playlists[uri])
     return Dataset(tracks=list(tracks.values()), playlists=playlists)
 
 
@@ -190,6 +186,8 @@ def import_mpd(paths: Iterable[str | Path], out: str | Path, *, test_size: int =
                         f"{valid_size} valid and leave any for train; lower --test-size / "
                         "--valid-size", file=where)
     rule = chronological_split(ds, test_size=test_size, valid_size=valid_size, seed=seed)
+    training_popularity(ds)  # after the split: valid/test playlists never count
+    rule += "; popularity = number of training playlists with the track"
     extra = {"importer": "mpd", "inputs": [str(f) for f in files],
              "options": {"test_size": test_size, "valid_size": valid_size, "seed": seed,
                          "skip_invalid": skip_invalid},

@@ -72,6 +72,11 @@ class Playlist:
 class Message:
     role: str
     content: str
+    feedback: str | None = None
+    """For a ``music`` message in a history handed to a recommender: ``"rejected"`` when the
+    user turned the track down (None = played and accepted). Set by the evaluation protocols
+    from ``Conversation.meta["rejected"]`` and by the chat session on a skip; not stored in
+    datasets (the conversation's ``meta`` is the record)."""
 
 
 @dataclass

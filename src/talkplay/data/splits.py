@@ -3,31 +3,44 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 from talkplay.data.dataset import Dataset
 
 
-def mark_cold(ds: Dataset) -> int:
-    """Flag tracks that appear only in test playlists/conversations as cold. Returns their count.
+def warm_ids(ds: Dataset) -> set[str]:
+    """The one definition of a warm track: it is in a **training** playlist.
 
-    A track is warm when any train or valid playlist or conversation contains it.
+    Exactly these tracks have an item2vec vector (item2vec reads training playlists only) and
+    so a playlist-co-occurrence code; every other track (only in valid/test playlists, only in
+    conversations, or in none) is cold and gets ``<|playlist-none|>``. Evaluation reports warm
+    and cold results by this flag, on every dataset alike.
     """
-    warm: set[str] = set()
-    used: set[str] = set()
-    for p in ds.playlists:
-        used.update(p.track_ids)
-        if p.split != "test":
-            warm.update(p.track_ids)
-    for c in ds.conversations:
-        ids = c.music_ids()
-        used.update(ids)
-        if c.split != "test":
-            warm.update(ids)
+    return {tid for p in ds.playlists if p.split == "train" for tid in p.track_ids}
+
+
+def mark_cold(ds: Dataset) -> int:
+    """Set ``Track.cold`` = not in any training playlist (see ``warm_ids``). Returns the count."""
+    warm = warm_ids(ds)
     n = 0
     for t in ds.tracks:
-        t.cold = t.id in used and t.id not in warm
+        t.cold = t.id not in warm
         n += t.cold
     return n
+
+
+def training_popularity(ds: Dataset) -> None:
+    """Set ``Track.popularity`` = number of **training** playlists containing the track.
+
+    Valid and test playlists never count, so neither the popularity baseline nor TalkPlay's
+    lookup tie-break can learn from the playlists they are evaluated on.
+    """
+    counts: Counter[str] = Counter()
+    for p in ds.playlists:
+        if p.split == "train":
+            counts.update(set(p.track_ids))
+    for t in ds.tracks:
+        t.popularity = float(counts[t.id])
 
 
 def chronological_split(ds: Dataset, *, test_size: int, valid_size: int = 0, seed: int = 0) -> str:

@@ -4,7 +4,11 @@
 the user did not reject (``Conversation.meta["rejected"]`` lists rejected message indices) is
 one target. The recommender sees the messages before it (earlier music turns included); gold
 is that one track. Tracks already in the history are excluded from the predictions (option);
-a target whose gold track already occurred in its history is then skipped.
+a target whose gold track already occurred in its history is then skipped. A rejected music
+message stays in the history marked ``Message.feedback == "rejected"`` (baselines never take it
+as evidence). An assistant message that names the target track before it is played (its id or
+title) would show the answer to the systems that read assistant text: it is dropped from that
+target's history, for every system alike, and counted (``Target.dropped_assistant``).
 
 **cpcd** (official eval.py of the Conversational Playlist Curation Dataset): every turn of a
 test conversation is a target. Gold is the whole goal playlist minus the *seed tracks* (the
@@ -22,10 +26,11 @@ Tracks of one cluster (``Track.cluster_id``) count once in both protocols.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 
 from talkplay.data.dataset import Dataset
-from talkplay.data.schema import Conversation, Message
+from talkplay.data.schema import Conversation, Message, Track
 
 log = logging.getLogger(__name__)
 PROTOCOLS: tuple[str, ...] = ("paper", "cpcd")
@@ -48,6 +53,9 @@ class Target:
     """True when the gold track (all gold tracks, for a set) is cold."""
     position: int = 0
     """Unique within the conversation: the target message index (paper) or turn index (cpcd)."""
+    dropped_assistant: int = 0
+    """(paper) assistant messages removed from the history because they name the target track
+    before it is played (e.g. an LLM-written reply announcing the next song)."""
 
     @property
     def docid(self) -> str:
@@ -94,25 +102,46 @@ def paper_targets(ds: Dataset, *, split: str = "test", exclude_history: bool = T
     """
     tracks = ds.track_index()
     out: list[Target] = []
-    skipped = 0
+    skipped = leaks = 0
     for conv in _test_conversations(ds, split, limit):
         rejected = set(conv.meta.get("rejected", []))
         for i, msg in enumerate(conv.messages):
             if msg.role != "music" or i in rejected:
                 continue
-            history = [m for m in conv.messages[:i] if m.role != "system"]
+            history = [Message(m.role, m.content, "rejected" if j in rejected else None)
+                       if m.role == "music" else m
+                       for j, m in enumerate(conv.messages[:i]) if m.role != "system"]
             seen = {m.content for m in history if m.role == "music"}
             if exclude_history and msg.content in seen:
                 skipped += 1
                 continue
-            users = sum(m.role == "user" for m in history)
             track = tracks.get(msg.content)
-            out.append(Target(conv.id, max(users - 1, 0), history, [msg.content],
+            kept = [m for m in history if not (m.role == "assistant"
+                                               and names_track(m.content, track, msg.content))]
+            leaks += len(history) - len(kept)
+            users = sum(m.role == "user" for m in kept)
+            out.append(Target(conv.id, max(users - 1, 0), kept, [msg.content],
                               seen if exclude_history else set(),
-                              cold=bool(track and track.cold), position=i))
+                              cold=bool(track and track.cold), position=i,
+                              dropped_assistant=len(history) - len(kept)))
     if skipped:
         log.info("paper protocol: skipped %d targets whose track was already played", skipped)
+    if leaks:
+        log.warning("paper protocol: dropped %d assistant messages that name the next target "
+                    "track before it is played (hidden from every system alike)", leaks)
     return out
+
+
+def names_track(text: str, track: Track | None, track_id: str) -> bool:
+    """True when ``text`` names the track: its id, or its title as whole words (case-insensitive;
+    titles shorter than 4 characters are not matched, they are too often ordinary words)."""
+    low = text.lower()
+    if track_id and track_id.lower() in low:
+        return True
+    title = (track.title if track else "").strip().lower()
+    if len(title) < 4:
+        return False
+    return re.search(r"(?<!\w)" + re.escape(title) + r"(?!\w)", low) is not None
 
 
 def _pick(d: dict, *names: str, default=None):

@@ -126,7 +126,9 @@ def evaluate(dataset: Dataset, systems: dict[str, Recommender], *, protocol: str
                      "dataset": str(dataset.root) if dataset.root else None,
                      "source": dataset.manifest.get("source"), "targets": len(targets),
                      "conversations": len({t.conversation_id for t in targets}),
-                     "clusters": bool(clusters), "systems": {}}
+                     "clusters": bool(clusters),
+                     "dropped_assistant_messages": sum(t.dropped_assistant for t in targets),
+                     "systems": {}}
     tracks = dataset.track_index()
     all_scored: dict[str, list[ScoredTarget]] = {}
     for sys_name, system in systems.items():
@@ -141,6 +143,9 @@ def evaluate(dataset: Dataset, systems: dict[str, Recommender], *, protocol: str
                  "targets_per_second": round(len(targets) / seconds, 2) if seconds > 0 else None,
                  "description": getattr(system, "description", sys_name),
                  **(system_info or {}).get(sys_name, {})}
+        cuts = [bool(i["prompt_cut"]) for i in infos if "prompt_cut" in i]
+        if cuts:  # TalkPlay: how often the history did not fit the prompt budget
+            entry["prompt_cut_share"] = round(sum(cuts) / len(cuts), 4)
         matching = token_matching(infos, tracks)
         if matching:
             entry["token_matching"] = matching

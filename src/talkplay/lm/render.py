@@ -226,11 +226,23 @@ def render_prompt(history: list[Message], tokenizer: PreTrainedTokenizerBase, co
     Returns:
         Prompt token ids.
     """
+    return fit_prompt(history, tokenizer, codebook, vocab, system_prompt, context_length,
+                      reserve)[0]
+
+
+def fit_prompt(history: list[Message], tokenizer: PreTrainedTokenizerBase, codebook: Codebook,
+               vocab: MusicVocab, system_prompt: str = SYSTEM_PROMPT,
+               context_length: int = 1024, reserve: int = 64) -> tuple[list[int], int]:
+    """``render_prompt`` that also says how many of the history's turns were dropped to fit.
+
+    Returns:
+        (prompt ids, number of chat-template turns dropped from the start; 0 = nothing cut).
+    """
     conv = Conversation(id="prompt", messages=list(history))
     turns = _groups(conv, tokenizer, codebook, vocab)
-    r, _ = _fit(_system(tokenizer, system_prompt), turns, tokenizer,
-                max(1, context_length - reserve), True)
-    return r.ids
+    r, first = _fit(_system(tokenizer, system_prompt), turns, tokenizer,
+                    max(1, context_length - reserve), True)
+    return r.ids, first
 
 
 def render_playlist(track_ids: list[str], cut: int, tokenizer: PreTrainedTokenizerBase,

@@ -2,7 +2,7 @@
 
 One turn:
 
-1. ``render_prompt`` lays the history out exactly as in training and ``<start_of_music>`` is
+1. ``fit_prompt`` (``render_prompt``) lays the history out exactly as in training and ``<start_of_music>`` is
    appended; the prompt is prefilled once (KV cache). In a conversation turn t's prompt extends
    turn t-1's (the previous prompt ends with ``<start_of_music>`` and the assistant turn starts
    with its music block), so a small LRU of prompt states (``cache_size``) lets the prompt reuse
@@ -38,7 +38,7 @@ import torch
 from talkplay.config import GenerateConfig
 from talkplay.data.errors import DataError
 from talkplay.data.schema import Message
-from talkplay.lm.render import render_prompt
+from talkplay.lm.render import fit_prompt
 from talkplay.lm.vocab import MusicVocab, music_token_table
 from talkplay.recommend.constraints import CatalogTrie
 from talkplay.recommend.engine import (
@@ -162,14 +162,20 @@ class TalkPlayRecommender:
         Raises:
             DataError: a music message names a track that is not in the run's codebook.
         """
+        return self.prompt(history)[0]
+
+    def prompt(self, history: list[Message]) -> tuple[list[int], dict]:
+        """``prompt_ids`` and its diagnostics: ``{"prompt_tokens", "prompt_cut"}`` (True when
+        the oldest turns were dropped to fit ``cfg.max_prompt_tokens``)."""
         for m in history:
             if m.role == "music" and m.content not in self.codebook.row:
                 raise DataError(f"track {m.content!r} is not in this run's catalog (its codebook "
                                 "has no codes for it; was the run trained on another dataset?)",
                                 file=self.run)
-        ids = render_prompt(history, self.tokenizer, self.codebook, self.vocab,
-                            context_length=self.context_length)
-        return ids + [self.vocab.start]
+        limit = self.cfg.max_prompt_tokens
+        ids, dropped = fit_prompt(history, self.tokenizer, self.codebook, self.vocab,
+                                  context_length=limit + 64 if limit else self.context_length)
+        return ids + [self.vocab.start], {"prompt_tokens": len(ids) + 1, "prompt_cut": dropped > 0}
 
     @torch.inference_mode()
     def recommend(self, history: list[Message], k: int = 10,
@@ -180,7 +186,7 @@ class TalkPlayRecommender:
             excluded |= {m.content for m in history if m.role == "music"}
         rows_out = np.array([self.codebook.row[t] for t in excluded if t in self.codebook.row],
                             dtype=np.int64)
-        prompt = self.prompt_ids(history)
+        prompt, prompt_info = self.prompt(history)
         # Seeded per prompt: the same history gives the same answer whatever came before.
         generator = torch.Generator().manual_seed(
             int(self.cfg.seed) + zlib.crc32(np.asarray(prompt, dtype=np.int64).tobytes()))
@@ -203,7 +209,7 @@ class TalkPlayRecommender:
                 after = extend(self.model, copy_state(state) if self.cache_size else state,
                                self.vocab.ids(codes)[1:])
         exact = self.index.exact(codes)
-        info = {"codes": [list(codes)], "exact_match": [len(exact) > 0],
+        info = {**prompt_info, "codes": [list(codes)], "exact_match": [len(exact) > 0],
                 "matched_ids": [self.codebook.item_ids[int(exact[0])] if len(exact) else None],
                 "mode": self.mode}
         tracks = [ScoredTrack(self.codebook.item_ids[r], float(s),

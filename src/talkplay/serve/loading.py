@@ -36,7 +36,7 @@ def load_recommender(run: Path | None = None, system: str | None = None,
 
     Args:
         run: a fine-tuned run directory (TalkPlay); its manifest names the dataset.
-        system: a baseline name (popularity, bm25, dense, clap); needs ``data``.
+        system: a baseline name (popularity, bm25, dense, cooc, clap); needs ``data``.
         data: the dataset directory (overrides the run's).
     Returns:
         ``(recommender, dataset)``.

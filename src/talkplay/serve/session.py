@@ -10,7 +10,9 @@ Shared by the terminal chat and the HTTP server, so both keep the conversation t
   user played it) before a user message that says so ("another one in the same vein"), so every recommender
   sees it as evidence;
 - skipping a track adds it to ``rejected``: it is never recommended again in this session, and
-  the user message that says so names it (the renderer treats user text as plain text);
+  the user message that says so names it (the renderer treats user text as plain text); a
+  skipped track that was played keeps its ``music`` message, marked ``feedback="rejected"``
+  so that no recommender takes it as evidence of taste;
 - tracks already in the conversation are never recommended again either.
 
 Nothing here knows about the web or the terminal; callers decide where ``recommend`` runs.
@@ -25,6 +27,8 @@ from talkplay.data.schema import Message, Track
 from talkplay.recommend.protocol import Recommendation, Recommender
 
 LIKE, SKIP = "like", "skip"
+SKIPPED = "rejected"
+"""``Message.feedback`` of a played track the user skipped."""
 ACTIONS = (LIKE, SKIP)
 
 
@@ -125,6 +129,10 @@ class ChatSession:
             text = f"Love {name}. Another one in the same vein?"
         elif just_played:
             text = "Not this one, please. Something else."
+            # The played track stays in the history (the model was trained on rejections shown
+            # in context), marked so that retrieval baselines do not take it as evidence.
+            history = [Message("music", m.content, SKIPPED) if m.role == "music"
+                       and m.content == track_id else m for m in history]
         else:
             # Only the title: naming the artist would read as a request for more of them.
             title = catalog[track_id].title if track_id in catalog else track_id

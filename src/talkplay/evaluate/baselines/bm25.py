@@ -1,6 +1,6 @@
 """BM25 over each track's metadata text, queried with the weighted conversation history.
 
-Document = ``common.track_text`` ("{Title} by {Artist} from {Album} {tags} {year}"), English
+Document = ``common.track_text`` (title, artist, album, tags, year, tempo, key, lyric words), English
 stopwords removed. Score of a track = sum over query parts of ``weight * BM25(part, track)``,
 where a track part is queried with that track's own text (see ``common`` for the weights).
 """
@@ -31,7 +31,7 @@ class BM25Recommender:
         self.text_of = dict(zip(ids, texts, strict=True))
         self.retriever = bm25s.BM25(k1=1.5, b=0.75)
         self.retriever.index(_tokens(texts), show_progress=False)
-        self.description = (f"BM25 (bm25s, k1=1.5, b=0.75) over title/artist/album/tags/year; query = "
+        self.description = (f"BM25 (bm25s, k1=1.5, b=0.75) over title/artist/album/tags/year/tempo/key/lyric words; query = "
                             f"user turns (decay {options.decay}/turn) + history tracks "
                             f"(x{options.track_weight})")
 

@@ -5,7 +5,9 @@ conversation is a list of weighted parts. Each user message is a text part whose
 with its age, ``decay ** a`` where ``a`` counts user turns back from the latest (a = 0); each
 track already in the conversation is a track part of weight ``track_weight * decay ** a``
 (a = user turns after it, minus one: the tracks that answered the previous request are as
-fresh as the latest request, which usually refers to them: "more like that"). Assistant text is left out: in synthetic conversations it
+fresh as the latest request, which usually refers to them: "more like that"). Only tracks the
+user accepted count: a track the user rejected (``Message.feedback == "rejected"``) is never
+evidence (it stays excluded from the results by the caller). Assistant text is left out: in synthetic conversations it
 mostly describes tracks already shown, and the tracks themselves enter as track parts.
 This follows the "recent turns matter most, liked items are evidence" practice of CPCD's and
 TalkPlay's query-rewriting baselines while staying training-free. Systems score each part and
@@ -14,6 +16,7 @@ sum the weighted scores (BM25) or average the weighted embeddings (dense).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,9 @@ import numpy as np
 
 from talkplay.data.schema import Message, Track
 from talkplay.recommend.protocol import Recommendation, ScoredTrack
+
+REJECTED = "rejected"
+"""``Message.feedback`` of a track the user turned down."""
 
 
 @dataclass
@@ -49,8 +55,41 @@ class QueryPart:
     track_id: str | None = None
 
 
+_WORD = re.compile(r"[a-zA-Z']{4,}")
+_STOP = frozenset("""that this with your have from what when there their they them then than
+were been will would could should just like into over only about yeah gonna wanna cause
+every where which while these those more some such very much still ever never always""".split())
+LYRIC_WORDS = 12
+"""Content words of the lyrics indexed per track (most repeated first)."""
+
+
+def lyric_words(lyrics: str | None, n: int = LYRIC_WORDS) -> list[str]:
+    """The ``n`` most repeated content words (4+ letters, no stopwords) of the lyrics."""
+    if not lyrics:
+        return []
+    counts: dict[str, int] = {}
+    for w in _WORD.findall(lyrics[:4000]):
+        w = w.lower().strip("'")
+        if len(w) >= 4 and w not in _STOP:
+            counts[w] = counts.get(w, 0) + 1
+    return sorted(counts, key=lambda w: -counts[w])[:n]  # stable: first seen wins ties
+
+
+def tempo_words(bpm: float | None) -> str | None:
+    """"112 bpm mid-tempo" (the number and a plain word for its range)."""
+    if not bpm or bpm <= 0:
+        return None
+    word = "slow" if bpm < 90 else "mid-tempo" if bpm < 120 else "fast"
+    return f"{round(bpm)} bpm {word}"
+
+
 def track_text(track: Track) -> str:
-    """"{Title} by {Artist} from {Album} {tags} {year}", missing fields left out."""
+    """Everything a text baseline can match: "{Title} by {Artist} from {Album} {tags} {year}
+    {decade}s {bpm} bpm {tempo word} {key} {lyric words}", missing fields left out.
+
+    Every field the dataset has is indexed (tempo, key and mode, lyric themes included), so a
+    baseline is compared at its best, not handicapped by a shorter document.
+    """
     parts = [track.title]
     if track.artists:
         parts.append(f"by {track.artist}")
@@ -60,7 +99,16 @@ def track_text(track: Track) -> str:
     if tags:
         parts.append(" ".join(tags))
     if track.year:
-        parts.append(str(track.year))
+        parts.append(f"{track.year} {track.year // 10 * 10 % 100:02d}s"
+                     if track.year < 2000 else f"{track.year} {track.year // 10 * 10}s")
+    tempo = tempo_words(track.tempo)
+    if tempo:
+        parts.append(tempo)
+    if track.key:
+        parts.append(track.key)
+    words = lyric_words(track.lyrics)
+    if words:
+        parts.append("lyrics: " + " ".join(words))
     return " ".join(parts)
 
 
@@ -82,7 +130,7 @@ def query_parts(history: list[Message], *, decay: float, track_weight: float) ->
             seen_users += 1
             if m.content.strip():
                 parts.append(QueryPart(decay ** (n_users - seen_users), text=m.content))
-        elif m.role == "music":
+        elif m.role == "music" and m.feedback != REJECTED:
             age = max(n_users - seen_users - 1, 0)
             parts.append(QueryPart(track_weight * decay ** age, track_id=m.content))
     return [p for p in parts if p.weight > 0]
