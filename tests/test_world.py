@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from talkplay.cli import app
 from talkplay.data.dataset import read_dataset
 from talkplay.data.world import WorldConfig, build_world, synth_world
-from talkplay.data.world_audio import render_track
-from talkplay.data.world_genres import GENRES, MOOD_NAMES, THEMES
-from talkplay.data.world_text import THEME_WORDS
+from talkplay.data.world.audio import render_track
+from talkplay.data.world.genres import GENRES, MOOD_NAMES, THEMES
+from talkplay.data.world.text import THEME_WORDS
 
 SMALL = WorldConfig(n_tracks=200, n_artists=40, n_playlists=300, n_scenes=5, playlist_len_mean=10,
                     audio=False)

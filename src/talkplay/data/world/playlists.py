@@ -1,8 +1,8 @@
 """Playlists of the embedded music world: listeners of hidden scenes, with mood or genre themes.
 
-Step 6 of the generative story in ``talkplay.data.world``: a playlist's tracks come mostly
-from its listener's scene (which no text reveals), partly from the whole catalog, weighted
-by popularity and boosted by the playlist's theme. Only co-occurrence reveals the scenes.
+Step 6 of the generative story in ``talkplay.data.world.build``: a playlist's tracks come
+mostly from its listener's scene (which no text reveals), partly from the whole catalog,
+weighted by popularity and boosted by the playlist's theme. Only co-occurrence reveals the scenes.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import datetime as dt
 
 import numpy as np
 
-from talkplay.data import world_text as wt
 from talkplay.data.schema import Playlist, Track
-from talkplay.data.world_genres import GENRES, MOOD_NAMES
+from talkplay.data.world import text as wt
+from talkplay.data.world.genres import GENRES, MOOD_NAMES
 
 DAY = 86400
 

@@ -1,7 +1,7 @@
 """The embedded music world's style tables: genres, moods and lyric themes.
 
-Plain data, read by the catalog sampler (``world``), the text generator (``world_text``) and
-the audio synthesiser (``world_audio``). A genre fixes the *distributions* a track is drawn
+Plain data, read by the catalog sampler (``world.build``), the text generator (``world.text``) and
+the audio synthesiser (``world.audio``). A genre fixes the *distributions* a track is drawn
 from (tempo range, moods, instruments, vocal styles, era), and the *arrangement* its audio
 is rendered with (drum pattern, how chords and bass are played), so that genres both read
 and sound different.
@@ -21,7 +21,7 @@ class Genre:
     moods: dict[str, float]
     """Mood -> relative weight."""
     core: tuple[str, ...]
-    """Instruments every track of the genre plays (timbres in ``world_audio``)."""
+    """Instruments every track of the genre plays (timbres in ``world.audio``)."""
     optional: tuple[str, ...]
     """Instruments a track may add (each with probability 0.4)."""
     vocals: dict[str, float]
@@ -29,13 +29,13 @@ class Genre:
     years: tuple[int, int]
     """Range of artists' debut years."""
     drums: str
-    """Drum pattern name (``world_audio.DRUMS``), "" for none."""
+    """Drum pattern name (``world.audio.DRUMS``), "" for none."""
     comp: str
     """How the harmony instrument plays the chords: sustain, strum, arp, power, skank, comp, block."""
     bass: str
     """Bass line style: walking, root8, offbeat, sub, root, "" for none."""
     progression: str
-    """Chord progression family (``world_audio.PROGRESSIONS``)."""
+    """Chord progression family (``world.audio.PROGRESSIONS``)."""
     weight: float = 1.0
     """Share of artists in the genre (relative)."""
 

@@ -19,7 +19,7 @@ Generative story (each step draws from one seeded ``numpy`` generator):
    probability that grows with popularity (tail tracks have few tags; ``p_untagged`` none),
    plus occasional wrong moods.
 5. **Audio.** A preview clip per track rendered from genre, tempo, key, mode, instruments and
-   vocal style (``world_audio``).
+   vocal style (``world.audio``).
 6. **Playlists.** Dates spread over a few years, denser lately. A playlist belongs to a
    listener of one scene and has a theme: a mood (``p_mood_playlist``), a genre
    (``p_genre_playlist``) or none. Its tracks are drawn without replacement, a share
@@ -51,13 +51,13 @@ from pathlib import Path
 
 import numpy as np
 
-from talkplay.data import world_text as wt
 from talkplay.data.dataset import Dataset, write_dataset
 from talkplay.data.schema import Track
 from talkplay.data.splits import chronological_split
-from talkplay.data.world_audio import render_audio
-from talkplay.data.world_genres import GENRE_THEMES, GENRES, MOOD_NAMES, MOODS, THEMES
-from talkplay.data.world_playlists import draw_playlists
+from talkplay.data.world import text as wt
+from talkplay.data.world.audio import render_audio
+from talkplay.data.world.genres import GENRE_THEMES, GENRES, MOOD_NAMES, MOODS, THEMES
+from talkplay.data.world.playlists import draw_playlists
 from talkplay.io import atomic_dir, write_json
 
 KEYS = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -122,7 +122,7 @@ class World:
     latent: dict[str, np.ndarray] = field(default_factory=dict)
     """Per track (row order of ``dataset.tracks``): scene, genre, mood, theme, minor, new, artist."""
     audio_specs: list[dict] = field(default_factory=list)
-    """Per track, what ``world_audio.render_track`` needs."""
+    """Per track, what ``world.audio.render_track`` needs."""
     split_rule: str = ""
 
 

@@ -3,7 +3,7 @@
 Plucked strings by Karplus-Strong (guitars, basses), additive partials (piano, organ), FM
 (brass, saxophone, synth lead), detuned sawtooths (pads, bowed strings, distorted power
 chords through a tanh clipper), an 808 sub, noise-shaped drums and a formant-synthesised
-voice. ``world_audio`` arranges them into clips.
+voice. ``world.audio`` arranges them into clips.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def voice(inst: str, f: float, n: int, sr: int, rng: np.random.Generator) -> np.
     """One note of an instrument.
 
     Args:
-        inst: an instrument name used by ``world_genres`` (piano, strings, 808, ...).
+        inst: an instrument name used by ``world.genres`` (piano, strings, 808, ...).
         f: pitch in Hz.
         n: length in samples.
         sr: sample rate.

@@ -5,7 +5,7 @@ a swung ride for jazz, boom-bap for hip-hop, a one-drop for reggae, double kicks
 a bass line and chords in the track's key and mode (walking bass, power chords, strums,
 arpeggios, off-beat skanks, sustained strings and pads), and a lead: a formant voice, sung or
 rapped, or a lead instrument. Genres with a hall get a noise-tail reverb. Timbres live in
-``world_timbre``. All randomness comes from the track's own seed, so clips can be rendered in
+``world.timbre``. All randomness comes from the track's own seed, so clips can be rendered in
 any order and in parallel.
 """
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.signal import fftconvolve
 
-from talkplay.data.world_genres import GENRE_INDEX, GENRES, Genre
-from talkplay.data.world_timbre import add, drum, hz, lowpass, sing, voice
+from talkplay.data.world.genres import GENRE_INDEX, GENRES, Genre
+from talkplay.data.world.timbre import add, drum, hz, lowpass, sing, voice
 
 PROGRESSIONS = {"pop": (0, 4, 5, 3), "rock": (0, 3, 4, 3), "metal": (0, 5, 6, 0),
                 "folk": (0, 3, 0, 4), "jazz": (1, 4, 0, 0), "classical": (0, 5, 3, 4),
