@@ -1,8 +1,21 @@
-"""Small array helpers shared by the embedding, tokenizer and retrieval code."""
+"""Small array helpers shared by the embedding, tokenizer and retrieval code.
+
+The lowest layer of the package: it imports nothing from talkplay, so every stage may use it.
+"""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+
+def import_faiss():
+    """faiss, with its loader's INFO chatter (which CPU build it picked) kept out of the logs."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    import faiss
+
+    return faiss
 
 
 def normalise(x: np.ndarray, dtype: type = np.float32) -> np.ndarray:

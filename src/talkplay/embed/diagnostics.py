@@ -16,7 +16,7 @@ import numpy as np
 
 from talkplay.data.schema import Track
 from talkplay.embed.store import load_modality
-from talkplay.linalg import normalise
+from talkplay.linalg import import_faiss, normalise
 
 GENRE_WORDS: frozenset[str] = frozenset({
     "ambient", "blues", "classical", "country", "disco", "electronic", "electronica", "folk",
@@ -51,8 +51,6 @@ def neighbour_agreement(vectors: np.ndarray, labels: list[str], k: int = 10,
     Returns:
         {"n", "labels", "k", "at_1", "at_k", "chance", "lift_at_1", "lift_at_k"}.
     """
-    from talkplay.tokenize.kmeans import import_faiss
-
     faiss = import_faiss()
     n = len(labels)
     if n < 2 or vectors.shape[0] != n:

@@ -15,17 +15,9 @@ import logging
 
 import numpy as np
 
-from talkplay.linalg import normalise
+from talkplay.linalg import import_faiss, normalise
 
 log = logging.getLogger(__name__)
-
-
-def import_faiss():
-    """faiss, with its loader's INFO chatter (which CPU build it picked) kept out of the logs."""
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-    import faiss
-
-    return faiss
 
 
 def cap_k(k: int, n: int, min_items_per_cluster: int) -> int:
