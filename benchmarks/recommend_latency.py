@@ -55,7 +55,11 @@ def build_world(root: Path, tracks: int, seed: int, console: Console) -> tuple[P
         (data directory, run directory).
     """
     from talkplay.config import EmbedConfig, ModelConfig, TokenizerConfig, profile
-    from talkplay.data.conversations.common import add_conversations, save_with_generator
+    from talkplay.data.conversations.common import (
+        ConversationShape,
+        add_conversations,
+        save_with_generator,
+    )
     from talkplay.data.conversations.simulator import SimulatorConfig, simulate
     from talkplay.data.dataset import read_dataset
     from talkplay.data.world import WorldConfig, synth_world
@@ -68,7 +72,7 @@ def build_world(root: Path, tracks: int, seed: int, console: Console) -> tuple[P
     synth_world(data, WorldConfig(seed=seed, n_tracks=tracks, n_artists=max(10, tracks // 5),
                                   n_playlists=max(100, tracks), n_scenes=10, audio=False))
     ds = read_dataset(data)
-    add_conversations(ds, simulate(ds.tracks, ds.playlists, SimulatorConfig(seed=seed)))
+    add_conversations(ds, simulate(ds.tracks, ds.playlists, SimulatorConfig(ConversationShape(seed=seed))))
     save_with_generator(data, ds, {"generator": "simulator", "config": {"seed": seed}})
     console.print(f"world: {len(ds.tracks)} tracks, {len(ds.conversations)} conversations "
                   f"({time.perf_counter() - t0:.0f} s)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -12,8 +13,10 @@ from test_simulator import toy_dataset
 from typer.testing import CliRunner
 
 from talkplay.cli import app
+from talkplay.data.conversations.common import ConversationShape
 from talkplay.data.conversations.llm import LLMConfig, generate
 from talkplay.data.conversations.prompt import InvalidOutput, build_messages, parse_conversation
+from talkplay.data.conversations.simulator import SimulatorConfig
 from talkplay.data.dataset import read_dataset, write_dataset
 from talkplay.data.errors import DataError
 
@@ -222,6 +225,39 @@ def test_server_dies_then_resume_without_duplicates(dataset, tmp_path):
     assert first_body["seed"] == again.requests[0]["body"]["seed"]
 
 
+# WORK/run.json exactly as runs wrote it before the generators shared ConversationShape.
+OLD_RUN_JSON = {"model": "fake", "seed": 0, "max_turns": 8, "min_tracks": 2, "per_playlist": 1,
+                "reject_rate": 0.15, "negatives": 8, "lyrics_chars": 200, "temperature": 0.8,
+                "max_tokens": 3000}
+
+
+def test_a_run_interrupted_before_the_shared_shape_resumes(dataset, tmp_path):
+    ds, _ = dataset
+    work = tmp_path / "work"
+    server = FakeLLM()
+    generate(ds.tracks, ds.playlists[:1], fast(server), work)
+    assert json.loads((work / "run.json").read_text()) == OLD_RUN_JSON  # the format is unchanged
+    (work / "run.json").write_text(json.dumps(OLD_RUN_JSON, indent=1))  # as an older run left it
+    result = generate(ds.tracks, ds.playlists, fast(server), work)
+    server.stop()
+    assert result.complete and result.new == len(ds.playlists) - 1
+    assert len(server.requests) == len(ds.playlists)  # the finished one was not asked again
+    # A changed shape is still told apart from the recorded one.
+    with pytest.raises(DataError, match="other settings.*reject_rate"):
+        generate(ds.tracks, ds.playlists, fast(server, shape=ConversationShape(reject_rate=0.3)),
+                 work)
+
+
+def test_both_generators_record_one_flat_shape():
+    shape = ConversationShape(seed=3, max_turns=5, per_playlist=2, reject_rate=0.2, negatives=4)
+    sim, llm = SimulatorConfig(shape).record(), LLMConfig(model="m", api_key="k", shape=shape).record()
+    for record in (sim, llm):
+        assert {k: record[k] for k in ("seed", "max_turns", "min_tracks", "per_playlist",
+                                       "reject_rate", "negatives")} == asdict(shape)
+        assert "shape" not in record
+    assert "api_key" not in llm and "name_rate" in sim
+
+
 def test_fatal_and_settings_errors(dataset, tmp_path, monkeypatch):
     ds, _ = dataset
     server = FakeLLM(lambda n, prompt: ("401", None))
@@ -229,7 +265,7 @@ def test_fatal_and_settings_errors(dataset, tmp_path, monkeypatch):
         generate(ds.tracks, ds.playlists, fast(server), tmp_path / "w")
     server.stop()
     with pytest.raises(DataError, match="other settings.*seed"):
-        generate(ds.tracks, ds.playlists, fast(server, seed=5), tmp_path / "w")
+        generate(ds.tracks, ds.playlists, fast(server, shape=ConversationShape(seed=5)), tmp_path / "w")
     for var in ("TALKPLAY_LLM_BASE_URL", "TALKPLAY_LLM_MODEL"):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(DataError, match="TALKPLAY_LLM_BASE_URL"):

@@ -9,6 +9,7 @@ from test_simulator import toy_dataset
 from typer.testing import CliRunner
 
 from talkplay.cli import app
+from talkplay.data.conversations.common import ConversationShape
 from talkplay.data.conversations.paper_json import import_jsonl
 from talkplay.data.conversations.simulator import SimulatorConfig, simulate
 from talkplay.data.dataset import read_dataset, write_dataset
@@ -18,7 +19,7 @@ from talkplay.data.errors import DataError
 @pytest.fixture
 def simulated(tmp_path):
     ds = toy_dataset()
-    ds.conversations = simulate(ds.tracks, ds.playlists, SimulatorConfig(reject_rate=0.4))
+    ds.conversations = simulate(ds.tracks, ds.playlists, SimulatorConfig(ConversationShape(reject_rate=0.4)))
     write_dataset(tmp_path / "d", ds, source="toy", split_rule="by hand")
     return tmp_path / "d"
 

@@ -6,7 +6,11 @@ import pytest
 from typer.testing import CliRunner
 
 from talkplay.cli import app
-from talkplay.data.conversations.common import NegativeSampler, conversation_stats
+from talkplay.data.conversations.common import (
+    ConversationShape,
+    NegativeSampler,
+    conversation_stats,
+)
 from talkplay.data.conversations.simulator import SimulatorConfig, simulate
 from talkplay.data.dataset import Dataset, read_dataset, write_dataset
 from talkplay.data.schema import Playlist, Track
@@ -61,14 +65,14 @@ def check_structure(conv, playlist: Playlist, catalog: set[str]) -> None:
 
 def test_structure_and_rejections():
     ds = toy_dataset()
-    cfg = SimulatorConfig(reject_rate=0.5, per_playlist=3, seed=3)
+    cfg = SimulatorConfig(ConversationShape(reject_rate=0.5, per_playlist=3, seed=3))
     convs = simulate(ds.tracks, ds.playlists, cfg)
     assert len(convs) == 3 * len(ds.playlists)
     by_id = {p.id: p for p in ds.playlists}
     catalog = {t.id for t in ds.tracks}
     for c in convs:
         check_structure(c, by_id[c.playlist_id], catalog)
-        assert len(c.music_ids()) <= cfg.max_turns
+        assert len(c.music_ids()) <= cfg.shape.max_turns
         assert c.split == by_id[c.playlist_id].split
     stats = conversation_stats(convs)
     assert stats["rejects"] > 0 and stats["accepts"] > 0 and stats["direction_changes"] > 0
@@ -89,9 +93,9 @@ def test_negatives_are_dissimilar_and_skip_cold():
 
 def test_rates_and_limits():
     ds = toy_dataset()
-    none = simulate(ds.tracks, ds.playlists, SimulatorConfig(reject_rate=0.0))
+    none = simulate(ds.tracks, ds.playlists, SimulatorConfig(ConversationShape(reject_rate=0.0)))
     assert conversation_stats(none)["rejects"] == 0
-    many = simulate(ds.tracks, ds.playlists, SimulatorConfig(reject_rate=1.0, max_turns=4))
+    many = simulate(ds.tracks, ds.playlists, SimulatorConfig(ConversationShape(reject_rate=1.0, max_turns=4)))
     assert all(len(c.music_ids()) <= 4 for c in many)
     assert conversation_stats(many)["rejects"] >= len(many)
     ds.playlists.append(Playlist(id="short", track_ids=["t0"]))
@@ -100,13 +104,13 @@ def test_rates_and_limits():
 
 def test_deterministic_per_seed():
     ds = toy_dataset()
-    a = simulate(ds.tracks, ds.playlists, SimulatorConfig(seed=1))
-    b = simulate(ds.tracks, ds.playlists, SimulatorConfig(seed=1))
-    c = simulate(ds.tracks, ds.playlists, SimulatorConfig(seed=2))
+    a = simulate(ds.tracks, ds.playlists, SimulatorConfig(ConversationShape(seed=1)))
+    b = simulate(ds.tracks, ds.playlists, SimulatorConfig(ConversationShape(seed=1)))
+    c = simulate(ds.tracks, ds.playlists, SimulatorConfig(ConversationShape(seed=2)))
     assert a == b
     assert a != c
     # A conversation depends on its own playlist only, not on which others are simulated.
-    alone = simulate(ds.tracks, ds.playlists[5:6], SimulatorConfig(seed=1))
+    alone = simulate(ds.tracks, ds.playlists[5:6], SimulatorConfig(ConversationShape(seed=1)))
     assert alone[0] == a[5]
 
 
@@ -174,7 +178,7 @@ def test_on_the_embedded_world():
     world = world_mod.build_world(world_mod.WorldConfig(
         n_tracks=400, n_artists=50, n_playlists=150, audio=False, seed=1))
     ds = world.dataset
-    convs = simulate(ds.tracks, ds.playlists, SimulatorConfig(reject_rate=0.3))
+    convs = simulate(ds.tracks, ds.playlists, SimulatorConfig(ConversationShape(reject_rate=0.3)))
     by_id = {p.id: p for p in ds.playlists}
     catalog = {t.id for t in ds.tracks}
     cold = {t.id for t in ds.tracks if t.cold}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +12,7 @@ from rich.table import Table
 from talkplay.cli.app import console, data_app, fail, progress_bar, renamed
 from talkplay.data.conversations import llm as llm_gen
 from talkplay.data.conversations.common import (
+    ConversationShape,
     add_conversations,
     conversation_stats,
     playlists_to_use,
@@ -88,18 +88,18 @@ def conversations(
         ds = read_dataset(data)
         playlists = playlists_to_use(ds, _splits(splits), limit)
         t0 = time.perf_counter()
-        if generator == "simulator":
-            cfg = SimulatorConfig(seed=seed, max_turns=max_turns, per_playlist=per_playlist,
+        shape = ConversationShape(seed=seed, max_turns=max_turns, per_playlist=per_playlist,
                                   reject_rate=reject_rate, negatives=negatives)
+        if generator == "simulator":
+            cfg = SimulatorConfig(shape=shape)
             with progress_bar(remaining=False, transient=True) as bar:
                 task = bar.add_task("simulating", total=len(playlists))
                 convs = simulate(ds.tracks, playlists, cfg, progress=lambda n: bar.advance(task, n))
-            record = {"generator": "simulator", "config": dataclasses.asdict(cfg)}
+            record = {"generator": "simulator", "config": cfg.record()}
         elif generator == "llm":
             work = work or data / "conversations-llm"
             cfg = llm_gen.LLMConfig(
-                base_url=base_url, model=model, api_key=api_key, seed=seed, max_turns=max_turns,
-                per_playlist=per_playlist, reject_rate=reject_rate, negatives=negatives,
+                base_url=base_url, model=model, api_key=api_key, shape=shape,
                 concurrency=concurrency, max_attempts=max_attempts, timeout_s=timeout, backoff_s=backoff,
                 temperature=temperature)
             if finalize:

@@ -4,7 +4,8 @@
 - ``llm``: any OpenAI-compatible chat-completions endpoint, resumable (``progress``).
 - ``prompt``: the LLM prompt and the validation of its answers.
 - ``paper_json``: the released talkplay-db JSONL format, export and import.
-- ``common``: negative sets, statistics, adding conversations to a dataset.
+- ``common``: the shape both generators share (``ConversationShape``), negative sets,
+  statistics, adding conversations to a dataset.
 
 Every conversation alternates ``user -> music -> assistant`` with one track per assistant
 turn; ``meta["rejected"]`` lists the indices of music messages the user turned down and
@@ -13,6 +14,7 @@ turn; ``meta["rejected"]`` lists the indices of music messages the user turned d
 """
 
 from talkplay.data.conversations.common import (
+    ConversationShape,
     NegativeSampler,
     add_conversations,
     conversation_stats,
@@ -24,7 +26,7 @@ from talkplay.data.conversations.paper_json import export_jsonl, import_jsonl
 from talkplay.data.conversations.simulator import SimulatorConfig, simulate, simulate_playlist
 
 __all__ = [
-    "LLMConfig", "NegativeSampler", "RunResult", "SimulatorConfig", "add_conversations",
+    "ConversationShape", "LLMConfig", "NegativeSampler", "RunResult", "SimulatorConfig", "add_conversations",
     "conversation_stats", "export_jsonl", "generate", "import_jsonl", "playlists_to_use",
     "save_with_generator", "simulate", "simulate_playlist",
 ]

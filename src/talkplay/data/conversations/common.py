@@ -1,9 +1,11 @@
-"""Pieces both generators share: negative sets, statistics, and adding conversations to a dataset."""
+"""Pieces both generators share: the conversation shape, negative sets, statistics, and adding
+conversations to a dataset."""
 
 from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from talkplay.data.dataset import Dataset, write_dataset
@@ -11,6 +13,42 @@ from talkplay.data.schema import Conversation, Playlist, Track
 
 # Manifest keys that write_dataset/make_manifest set themselves; everything else is carried over.
 _OWN_KEYS = {"kind", "format_version", "talkplay_version", "created", "source", "split_rule", "counts"}
+
+
+@dataclass
+class ConversationShape:
+    """How conversations are cut from playlists: the settings the simulator and the LLM
+    generator share (each config holds one as ``shape``)."""
+
+    seed: int = 0
+    max_turns: int = 8
+    """Most music turns per conversation (rejected tracks included)."""
+    min_tracks: int = 2
+    """Playlists with fewer tracks (in the catalog) are skipped."""
+    per_playlist: int = 1
+    """Conversations per playlist; the second and later use other windows of long playlists."""
+    reject_rate: float = 0.15
+    """Chance per music turn that a negative-set track comes first and the user turns it down
+    (the LLM generator asks for that many rejections in its prompt)."""
+    negatives: int = 8
+    """Size of the negative set per conversation (rejected tracks are drawn from it)."""
+
+    def window(self, ids: list[str], index: int, rng: random.Random) -> tuple[int, int] | None:
+        """The playlist tracks conversation ``index`` walks through, as ``ids[start:stop]``.
+
+        Args:
+            ids: the playlist's track ids that are in the catalog, in playlist order.
+            index: which conversation of the playlist (0 .. per_playlist - 1); 0 starts at the
+                first track, later ones at a random offset (drawn from ``rng``).
+            rng: the conversation's seeded generator.
+        Returns:
+            (start, stop), or None when the playlist has fewer than ``min_tracks`` tracks.
+        """
+        if len(ids) < max(self.min_tracks, 1):
+            return None
+        n = min(len(ids), self.max_turns)
+        start = 0 if index == 0 or len(ids) == n else rng.randrange(len(ids) - n + 1)
+        return start, start + n
 
 
 def tag_set(track: Track) -> set[str]:

@@ -15,12 +15,12 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import httpx
 
-from talkplay.data.conversations.common import NegativeSampler
+from talkplay.data.conversations.common import ConversationShape, NegativeSampler
 from talkplay.data.conversations.progress import ProgressLog
 from talkplay.data.conversations.prompt import InvalidOutput, build_messages, parse_conversation
 from talkplay.data.errors import DataError
@@ -30,7 +30,8 @@ from talkplay.io import read_json
 log = logging.getLogger(__name__)
 ENV = {"base_url": "TALKPLAY_LLM_BASE_URL", "model": "TALKPLAY_LLM_MODEL",
        "api_key": "TALKPLAY_LLM_API_KEY"}
-# Settings that change what is generated; a resumed run must keep them.
+# Settings that change what is generated, as WORK/run.json records them (one flat dict); a
+# resumed run must keep them. Every run since the first wrote these keys, so keep them as they are.
 SHAPING = ("model", "seed", "max_turns", "min_tracks", "per_playlist", "reject_rate", "negatives",
            "lyrics_chars", "temperature", "max_tokens")
 
@@ -45,13 +46,8 @@ class LLMConfig:
     """Model name sent to the endpoint (default: $TALKPLAY_LLM_MODEL)."""
     api_key: str | None = field(default=None, repr=False)
     """Bearer token (default: $TALKPLAY_LLM_API_KEY); never written to disk."""
-    seed: int = 0
-    max_turns: int = 8
-    min_tracks: int = 2
-    per_playlist: int = 1
-    reject_rate: float = 0.15
-    """Expected share of music turns that are rejections (asked for in the prompt)."""
-    negatives: int = 8
+    shape: ConversationShape = field(default_factory=ConversationShape)
+    """Seed, turns, windows, rejections and negatives: shared with the simulator."""
     lyrics_chars: int = 200
     temperature: float = 0.8
     max_tokens: int = 3000
@@ -66,20 +62,26 @@ class LLMConfig:
 
     def resolved(self) -> LLMConfig:
         """A copy with unset endpoint fields read from the environment. Raises DataError if missing."""
-        cfg = LLMConfig(**asdict(self))
+        cfg = replace(self, shape=replace(self.shape))
         for name, var in ENV.items():
             if getattr(cfg, name) is None and os.environ.get(var):
                 setattr(cfg, name, os.environ[var])
         for name in ("base_url", "model"):
             if not getattr(cfg, name):
-                raise DataError(f"no LLM {name}: pass --{name.replace('_', '-')} or set {ENV[name]}")
+                raise DataError(f"no LLM {name}: pass --llm-{name.replace('_', '-')} or set "
+                                f"{ENV[name]}")
         return cfg
 
     def record(self) -> dict:
-        """Settings for manifests (no API key)."""
-        d = asdict(self)
-        d.pop("api_key")
-        return d
+        """Settings for manifests (no API key), flat: the shape's fields beside the LLM's own."""
+        own = asdict(self)
+        own.pop("api_key")
+        return {**own.pop("shape"), **own}
+
+    def shaping(self) -> dict:
+        """The settings that change what is generated, in the flat form of ``WORK/run.json``."""
+        flat = self.record()
+        return {k: flat[k] for k in SHAPING}
 
 
 @dataclass
@@ -126,13 +128,11 @@ def plan(playlists: list[Playlist], catalog: dict[str, Track], cfg: LLMConfig) -
     jobs = []
     for p in playlists:
         ids = [t for t in p.track_ids if t in catalog]
-        if len(ids) < max(cfg.min_tracks, 1):
-            continue
-        for j in range(cfg.per_playlist):
-            rng = random.Random(f"{cfg.seed}:{p.id}:{j}")
-            n = min(len(ids), cfg.max_turns)
-            start = 0 if j == 0 or len(ids) == n else rng.randrange(len(ids) - n + 1)
-            jobs.append((f"{p.id}#{j}", p, j, [catalog[t] for t in ids[start:start + n]]))
+        for j in range(cfg.shape.per_playlist):
+            span = cfg.shape.window(ids, j, random.Random(f"{cfg.shape.seed}:{p.id}:{j}"))
+            if span is None:
+                break
+            jobs.append((f"{p.id}#{j}", p, j, [catalog[t] for t in ids[span[0]:span[1]]]))
     return jobs
 
 
@@ -145,11 +145,12 @@ async def _run(jobs, sampler: NegativeSampler, cfg: LLMConfig, plog: ProgressLog
     state = {"new": 0, "invalid": 0, "down_streak": 0, "failed": [], "stop": False, "fatal": None}
 
     async def one(client: httpx.AsyncClient, key, playlist, index, window) -> None:
-        rng = random.Random(f"{cfg.seed}:{playlist.id}:{index}:llm")
-        negs = sampler.sample(playlist.track_ids, playlist.split, rng, cfg.negatives)
-        rejections = sum(rng.random() < cfg.reject_rate for _ in window) if negs else 0
-        messages = build_messages(window, negs, rejections=rejections, max_turns=cfg.max_turns
-                                  + rejections, lyrics_chars=cfg.lyrics_chars)
+        rng = random.Random(f"{cfg.shape.seed}:{playlist.id}:{index}:llm")
+        negs = sampler.sample(playlist.track_ids, playlist.split, rng, cfg.shape.negatives)
+        rejections = sum(rng.random() < cfg.shape.reject_rate for _ in window) if negs else 0
+        messages = build_messages(window, negs, rejections=rejections,
+                                  max_turns=cfg.shape.max_turns + rejections,
+                                  lyrics_chars=cfg.lyrics_chars)
         pos, neg = {t.id for t in window}, {t.id for t in negs}
         async with sem:
             transport_error = False
@@ -221,8 +222,7 @@ def generate(tracks: list[Track], playlists: list[Playlist], cfg: LLMConfig, wor
         DataError: missing endpoint settings, mismatched earlier progress, or a fatal HTTP error.
     """
     cfg = cfg.resolved()
-    settings = {k: getattr(cfg, k) for k in SHAPING}
-    plog = ProgressLog(work, settings, restart=restart)
+    plog = ProgressLog(work, cfg.shaping(), restart=restart)
     done = plog.load()
     catalog = {t.id: t for t in tracks}
     jobs = [j for j in plan(playlists, catalog, cfg) if j[0] not in done]

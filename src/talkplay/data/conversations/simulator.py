@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 from talkplay.data.conversations import phrases as P
-from talkplay.data.conversations.common import NegativeSampler, tag_set
+from talkplay.data.conversations.common import ConversationShape, NegativeSampler, tag_set
 from talkplay.data.conversations.describe import describe, fill, slots, tag_kinds
 from talkplay.data.schema import Conversation, Message, Playlist, Track
 
@@ -25,17 +25,8 @@ from talkplay.data.schema import Conversation, Message, Playlist, Track
 class SimulatorConfig:
     """How the simulator shapes conversations."""
 
-    seed: int = 0
-    max_turns: int = 8
-    """Most music turns per conversation (rejected tracks included)."""
-    min_tracks: int = 2
-    """Playlists with fewer tracks are skipped."""
-    per_playlist: int = 1
-    """Conversations per playlist; the second and later use other windows of long playlists."""
-    reject_rate: float = 0.15
-    """Chance that a turn first proposes a negative-set track the user turns down."""
-    negatives: int = 8
-    """Size of the negative set per conversation (rejected tracks are drawn from it)."""
+    shape: ConversationShape = field(default_factory=ConversationShape)
+    """Seed, turns, windows, rejections and negatives: shared with the LLM generator."""
     name_rate: float = 0.25
     """Chance that the opening query names the first track or its artist instead of describing it."""
     title_rate: float = 0.04
@@ -43,6 +34,11 @@ class SimulatorConfig:
     direction_overlap: float = 0.1
     """A next track whose tag overlap (Jaccard) with the previous one is below this, by
     another artist, is introduced as a change of direction."""
+
+    def record(self) -> dict:
+        """Settings for manifests, flat (the shape's fields beside the simulator's own)."""
+        own = asdict(self)
+        return {**own.pop("shape"), **own}
 
 
 def _jaccard(a: set, b: set) -> float:
@@ -132,17 +128,18 @@ def simulate_playlist(playlist: Playlist, catalog: dict[str, Track], negatives: 
         cfg: simulator settings.
         index: which conversation of this playlist (0 .. per_playlist - 1).
     Returns:
-        The conversation, or None when the playlist is shorter than ``cfg.min_tracks``.
+        The conversation, or None when the playlist is shorter than ``cfg.shape.min_tracks``.
     """
+    shape = cfg.shape
     ids = [t for t in playlist.track_ids if t in catalog]
-    if len(ids) < max(cfg.min_tracks, 1):
-        return None
     # Seeding by (seed, playlist, index) makes each conversation independent of the others.
-    rng = random.Random(f"{cfg.seed}:{playlist.id}:{index}")
-    n_pos = min(len(ids), cfg.max_turns)
-    start = 0 if index == 0 or len(ids) == n_pos else rng.randrange(len(ids) - n_pos + 1)
-    window = [catalog[t] for t in ids[start:start + n_pos]]
-    negs = negatives.sample(ids, playlist.split, rng, cfg.negatives)
+    rng = random.Random(f"{shape.seed}:{playlist.id}:{index}")
+    span = shape.window(ids, index, rng)
+    if span is None:
+        return None
+    start, stop = span
+    window = [catalog[t] for t in ids[start:stop]]
+    negs = negatives.sample(ids, playlist.split, rng, shape.negatives)
     msgs: list[Message] = []
     rejected: list[int] = []
     feedback: list[str] = []
@@ -150,11 +147,11 @@ def simulate_playlist(playlist: Playlist, catalog: dict[str, Track], negatives: 
     user_text = _opening(window[0], cfg, rng)
     feedback.append("start")
     for i, track in enumerate(window):
-        if music_turns >= cfg.max_turns:
+        if music_turns >= shape.max_turns:
             break
         lead = ""
         # A rejection needs room for the rejected turn and the playlist turn after it.
-        if negs and rng.random() < cfg.reject_rate and music_turns + 2 <= cfg.max_turns:
+        if negs and rng.random() < shape.reject_rate and music_turns + 2 <= shape.max_turns:
             neg = negs.pop(0)
             msgs += [Message("user", user_text), Message("music", neg.id),
                      Message("assistant", _reply(neg, rng))]
@@ -169,7 +166,7 @@ def simulate_playlist(playlist: Playlist, catalog: dict[str, Track], negatives: 
         msgs += [Message("user", user_text), Message("music", track.id),
                  Message("assistant", _reply(track, rng, lead))]
         music_turns += 1
-        if i + 1 < len(window) and music_turns < cfg.max_turns:
+        if i + 1 < len(window) and music_turns < shape.max_turns:
             nxt = window[i + 1]
             turned = (_jaccard(tag_set(track), tag_set(nxt)) < cfg.direction_overlap
                       and not set(track.artists) & set(nxt.artists))
@@ -183,13 +180,13 @@ def simulate_playlist(playlist: Playlist, catalog: dict[str, Track], negatives: 
     return Conversation(
         id=f"{playlist.id}:sim{index}", messages=msgs, split=playlist.split,
         playlist_id=playlist.id, source="simulator",
-        meta={"rejected": rejected, "feedback": feedback, "window": [start, start + n_pos]},
+        meta={"rejected": rejected, "feedback": feedback, "window": [start, stop]},
     )
 
 
 def simulate(tracks: list[Track], playlists: list[Playlist], cfg: SimulatorConfig,
              progress=None) -> list[Conversation]:
-    """Conversations for every playlist (``cfg.per_playlist`` each).
+    """Conversations for every playlist (``cfg.shape.per_playlist`` each).
 
     Args:
         tracks: the catalog (negative sets are drawn from it).
@@ -203,7 +200,7 @@ def simulate(tracks: list[Track], playlists: list[Playlist], cfg: SimulatorConfi
     sampler = NegativeSampler(tracks)
     out: list[Conversation] = []
     for p in playlists:
-        for j in range(cfg.per_playlist):
+        for j in range(cfg.shape.per_playlist):
             conv = simulate_playlist(p, catalog, sampler, cfg, j)
             if conv is not None:
                 out.append(conv)
