@@ -45,8 +45,9 @@ def records() -> list[dict]:
 
 def test_conversations_take_playlist_split_and_cold_is_recomputed(catalog, tmp_path):
     before = read_dataset(catalog)
-    assert {t.id for t in before.tracks if t.cold} == {URI("t5"), URI("late")}
-    recs = records() + [record(0, "c-late", "late")]  # a train conversation warms 'late'
+    # Warm = in a training playlist: t4 (valid pid 4), t5 and late (test pid 5) are cold.
+    assert {t.id for t in before.tracks if t.cold} == {URI("t4"), URI("t5"), URI("late")}
+    recs = records() + [record(0, "c-late", "late")]  # a train conversation: no playlist code
     f = dump(tmp_path / "conv.json", recs)
     res = import_talkplay([f], catalog, tmp_path / "ds")
     ds = read_dataset(tmp_path / "ds")
@@ -55,7 +56,7 @@ def test_conversations_take_playlist_split_and_cold_is_recomputed(catalog, tmp_p
     assert ds.conversations[1].music_ids() == [URI("late"), URI("a")]
     assert ds.conversations[1].playlist_id == "5" and ds.conversations[1].source == "talkplay-db"
     assert len(ds.tracks) == len(before.tracks) and len(ds.playlists) == 6
-    assert {t.id for t in ds.tracks if t.cold} == {URI("t5")}
+    assert {t.id for t in ds.tracks if t.cold} == {URI("t4"), URI("t5"), URI("late")}
     assert ds.manifest["catalog"] == str(catalog) and res.notes == [
         "4 of 4 conversations joined a catalog playlist"]
 

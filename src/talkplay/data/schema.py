@@ -43,7 +43,8 @@ class Track:
     cluster_id: str | None = None
     """Equivalence class of recordings (CPCD cluster ids); tracks of one cluster count once in evaluation."""
     cold: bool = False
-    """True when the track appears only in test playlists/conversations (set by the split)."""
+    """True when the track is in no training playlist, so it has no playlist-co-occurrence code
+    (``splits.mark_cold``, the one definition used everywhere)."""
 
     @property
     def year(self) -> int | None:

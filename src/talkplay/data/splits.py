@@ -49,7 +49,7 @@ def chronological_split(ds: Dataset, *, test_size: int, valid_size: int = 0, see
     Test playlists are sampled from those with the latest ``modified_at`` date (the latest
     calendar day, widened day by day until there are enough); valid playlists are sampled
     from the remaining ones the same way; the rest are train. Conversations take the split
-    of their source playlist. Tracks only in test become cold.
+    of their source playlist. Tracks in no training playlist become cold (``mark_cold``).
 
     Returns:
         A sentence describing the rule, for the manifest.
@@ -80,4 +80,4 @@ def chronological_split(ds: Dataset, *, test_size: int, valid_size: int = 0, see
     mark_cold(ds)
     return (f"chronological: {len(test)} test playlists sampled from the latest modified_at "
             f"dates, {len(valid)} valid from the next latest, rest train (seed={seed}); "
-            "conversations follow their playlist; tracks only in test are cold")
+            "conversations follow their playlist; tracks in no training playlist are cold")
