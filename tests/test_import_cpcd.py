@@ -126,10 +126,41 @@ def test_separate_test_file_marks_its_own_tracks_cold(tmp_path):
     assert not (tmp_path / "ds2").exists()
 
 
+def test_tracks_without_metadata_become_id_only_and_stay_gold(tmp_path):
+    records = [json.loads(x) for x in small(tmp_path).read_text().splitlines()]
+    records[2]["goal_playlist"].append("nometa")  # no entry in any dialog's tracks
+    records[1]["goal_playlist"].append("g")  # g has metadata in d3: metadata wins
+    records[0]["turns"][1]["disliked_results"].append("nope")
+    res = import_cpcd(write_jsonl(tmp_path / "t.jsonl", records), tmp_path / "ds")
+    ds = read_dataset(tmp_path / "ds")
+    tracks = ds.track_index()
+    assert (tracks["nometa"].title, tracks["nometa"].artists) == ("", [])
+    assert tracks["g"].title == "Title g"
+    assert ds.conversations[2].meta["goal_playlist"][-1] == "nometa"
+    assert any("2 tracks are named by id only" in n for n in res.notes)
+
+
+def test_track_corpus_becomes_the_catalog(tmp_path):
+    records = [json.loads(x) for x in small(tmp_path).read_text().splitlines()]
+    records[2]["goal_playlist"].append("nometa")
+    corpus = write_jsonl(tmp_path / "tracks.jsonl", [
+        {"track_ids": ["nometa"], "track_titles": ["Found"], "track_artists": ["Someone"]},
+        {"track_id": "extra", "track_titles": "Extra", "track_artists": ["X"]},
+        {"track_id": "a", "track_titles": "Other A"}])  # dialog metadata is kept for a
+    res = import_cpcd(write_jsonl(tmp_path / "t.jsonl", records), tmp_path / "ds", tracks=corpus)
+    tracks = read_dataset(tmp_path / "ds").track_index()
+    assert tracks["nometa"].title == "Found" and tracks["extra"].artists == ["X"]
+    assert tracks["a"].title == "Title a" and tracks["extra"].cold
+    assert res.dataset.manifest["catalog"].startswith("track corpus")
+    write_jsonl(corpus, [{"track_titles": "no id"}])
+    with pytest.raises(DataError) as err:
+        import_cpcd(write_jsonl(tmp_path / "t.jsonl", records), tmp_path / "ds2", tracks=corpus)
+    assert (err.value.file, err.value.line) == (str(corpus), 1)
+    assert not (tmp_path / "ds2").exists()
+
+
 @pytest.mark.parametrize("mutate, line, field", [
-    (lambda ds: ds[1]["turns"][0]["liked_results"].append("nope"), 2, "turns[0].liked_results[2]"),
-    (lambda ds: ds[0]["turns"][1]["disliked_results"].append("nope"), 1, "turns[1].disliked_results[1]"),
-    (lambda ds: ds[2]["goal_playlist"].append("nope"), 3, "goal_playlist[3]"),
+    (lambda ds: ds[1]["turns"][0]["liked_results"].append(5), 2, "turns[0].liked_results[2]"),
     (lambda ds: ds[2]["turns"][1].pop("user_query"), 3, "turns[1].user_query"),
     (lambda ds: ds[0]["tracks"]["b"].update(track_artists=5), 1, "tracks['b'].track_artists"),
     (lambda ds: ds[0]["tracks"]["b"].update(track_ids="q"), 1, "tracks['b'].track_ids"),

@@ -79,13 +79,17 @@ def cpcd(
     valid_fraction: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Share of --train dialogs held out as valid.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the random hold-out.")] = 0,
+    tracks: Annotated[Path | None, typer.Option(
+        "--tracks", help="CPCD track corpus JSONL (cpcd_v1.tracks.jsonl): rank the whole corpus "
+                         "instead of the dialogs' own track lists.")] = None,
     skip_invalid: SkipInvalid = False,
 ) -> None:
     """Import Conversational Playlist Curation Dataset dialogs (both schema versions)."""
     started = time.perf_counter()
     try:
         result = import_cpcd(train, out, test=test, test_fraction=test_fraction,
-                             valid_fraction=valid_fraction, seed=seed, skip_invalid=skip_invalid)
+                             valid_fraction=valid_fraction, seed=seed, skip_invalid=skip_invalid,
+                             tracks=tracks)
     except DataError as e:
         fail(str(e))
     _report(result, f"{out} (CPCD)", started)

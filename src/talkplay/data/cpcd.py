@@ -68,19 +68,28 @@ def parse_track(tid: str, raw: object, loc: Loc) -> Track:
 
 
 def _refs(raw: dict, key: str, loc: Loc, tracks: dict[str, Track]) -> list[str]:
+    """Track ids of ``raw[key]``; an id without an entry in the dialog's ``tracks`` (official
+    CPCD files have such goal tracks) becomes an id-only track: empty title, no artists, never
+    invented metadata. It stays a gold answer, as in CPCD's own evaluation."""
     ids = str_list(raw, key, loc)
     for j, tid in enumerate(ids):
+        check_text(tid, loc.at(key).at(j))
         if tid not in tracks:
-            raise loc.at(key).at(j).error(f"track {tid!r} is not in the dialog's tracks")
+            tracks[tid] = Track(id=tid, title="")
     return ids
+
+
+def is_id_only(track: Track) -> bool:
+    """True for a track known by its id alone (no title, artists or album)."""
+    return not (track.title or track.artists or track.album)
 
 
 def parse_dialog(raw: object, loc: Loc) -> Dialog:
     """Turn one CPCD dialog record into a conversation, goal playlist and tracks.
 
     Raises:
-        DataError: a required field is missing or mistyped, or a liked / disliked / goal track
-            is missing from the dialog's ``tracks``.
+        DataError: a required field is missing or mistyped. A liked / disliked / goal track
+            missing from the dialog's ``tracks`` becomes an id-only track (``_refs``).
     """
     raw = expect(raw, dict, loc)
     did = id_value(raw, "id", loc)
@@ -138,6 +147,32 @@ def read_cpcd(path: str | Path, collector: Collector) -> list[Dialog]:
     return dialogs
 
 
+def read_track_corpus(path: str | Path, collector: Collector) -> dict[str, Track]:
+    """A CPCD track corpus (e.g. ``cpcd_v1.tracks.jsonl``): one track per line, with the fields
+    of a dialog's ``tracks`` entries (``track_titles``, ``track_artists``,
+    ``track_release_titles``, optional cluster ids) and its id in ``track_id``, ``id`` or
+    ``track_ids``. Bad lines raise or (``skip_invalid``) are dropped and counted."""
+    out: dict[str, Track] = {}
+    for loc, raw in iter_jsonl(path):
+        try:
+            if isinstance(raw, DataError):
+                raise raw
+            raw = expect(raw, dict, loc)
+            if "track_id" in raw or "id" in raw:
+                tid = id_value(raw, "track_id" if "track_id" in raw else "id", loc)
+            else:
+                ids = str_list(raw, "track_ids", loc)
+                if not ids:
+                    raise loc.at("track_ids").error("empty: the track has no id")
+                tid = ids[0]
+            if tid in out:
+                raise loc.at("track_id").error(f"duplicate track id {tid!r}")
+            out[tid] = parse_track(tid, raw, loc)
+        except DataError as e:
+            collector.error("track", e)
+    return out
+
+
 def _assign_splits(dialogs: list[Dialog], *, test_fraction: float, valid_fraction: float,
                    seed: int) -> None:
     """Hold out seeded random shares of the (train-file) dialogs as test and valid."""
@@ -157,10 +192,14 @@ def _merge_catalog(dialogs: list[Dialog], notes: list[str]) -> list[Track]:
     conflicts = 0
     for d in dialogs:
         for tid, t in d.tracks.items():
-            if tid not in catalog:
-                catalog[tid] = t
-            elif catalog[tid] != t:
+            if tid not in catalog or (is_id_only(catalog[tid]) and not is_id_only(t)):
+                catalog[tid] = t  # metadata from any dialog beats an id-only entry
+            elif catalog[tid] != t and not is_id_only(t):
                 conflicts += 1
+    id_only = sum(is_id_only(t) for t in catalog.values())
+    if id_only:
+        notes.append(f"{id_only} tracks are named by id only (no metadata in any dialog); "
+                     "kept as id-only catalog tracks, still gold")
     if conflicts:
         notes.append(f"{conflicts} track entries disagree with the metadata first seen for "
                      "their id (first kept)")
@@ -169,7 +208,7 @@ def _merge_catalog(dialogs: list[Dialog], notes: list[str]) -> list[Track]:
 
 def import_cpcd(train: str | Path, out: str | Path, *, test: str | Path | None = None,
                 test_fraction: float = 0.0, valid_fraction: float = 0.0, seed: int = 0,
-                skip_invalid: bool = False) -> ImportResult:
+                skip_invalid: bool = False, tracks: str | Path | None = None) -> ImportResult:
     """Import CPCD dialog files into one dataset (shared catalog, one conversation per dialog).
 
     Args:
@@ -180,6 +219,9 @@ def import_cpcd(train: str | Path, out: str | Path, *, test: str | Path | None =
         valid_fraction: share of ``train`` dialogs held out as valid.
         seed: seed of the random hold-out.
         skip_invalid: drop bad dialogs (counted) instead of stopping at the first one.
+        tracks: optional track corpus (``read_track_corpus``): its tracks join the catalog, so
+            the systems rank the whole corpus, not only the dialogs' own track lists (which
+            are mostly their goal tracks). Its metadata fills tracks the dialogs name by id only.
     Returns:
         The written dataset and what was dropped.
     Raises:
@@ -213,8 +255,18 @@ def import_cpcd(train: str | Path, out: str | Path, *, test: str | Path | None =
     empty = sum(d.playlist is None for d in dialogs)
     if empty:
         notes.append(f"{empty} dialogs have an empty goal playlist (conversation kept, no playlist)")
-    ds = Dataset(tracks=_merge_catalog(dialogs, notes),
-                 conversations=[d.conversation for d in dialogs])
+    catalog = _merge_catalog(dialogs, notes)
+    if tracks is not None:
+        corpus = read_track_corpus(tracks, collector)
+        known = {t.id: i for i, t in enumerate(catalog)}
+        for tid, t in corpus.items():
+            if tid not in known:
+                catalog.append(t)
+            elif is_id_only(catalog[known[tid]]):
+                catalog[known[tid]] = t
+        notes.append(f"catalog: {len(catalog)} tracks ({len(corpus)} in {tracks}, "
+                     f"{len(catalog) - len(corpus)} only in the dialogs)")
+    ds = Dataset(tracks=catalog, conversations=[d.conversation for d in dialogs])
     for d in dialogs:
         if d.playlist is not None:
             d.playlist.split = d.conversation.split
@@ -224,7 +276,10 @@ def import_cpcd(train: str | Path, out: str | Path, *, test: str | Path | None =
             f"seeded random hold-out of {test_fraction:g} test and {valid_fraction:g} valid "
             f"of {train} (seed={seed}); goal playlists follow their dialog; tracks in no "
             "training goal playlist are cold")
-    extra = {"importer": "cpcd", "inputs": [str(train)] + ([str(test)] if test else []),
+    extra = {"importer": "cpcd",
+             "inputs": [str(train)] + ([str(test)] if test else []) + ([str(tracks)] if tracks else []),
+             "catalog": ("track corpus " + str(tracks) + " + the dialogs' tracks" if tracks
+                         else "the union of the dialogs' own track lists"),
              "options": {"test_fraction": test_fraction, "valid_fraction": valid_fraction,
                          "seed": seed, "skip_invalid": skip_invalid},
              "dropped": dict(collector.dropped.counts)}
