@@ -133,3 +133,20 @@ def test_unknown_track_is_a_clear_error(setup):
     c = Conversation("bad", [Message("user", "x"), Message("music", "nope")])
     with pytest.raises(KeyError, match="nope"):
         render_conversation(c, tok, cb, vocab)
+
+
+def test_hidden_playlist_codes_render_the_none_token(setup):
+    from talkplay.train.data import hidden_playlist_codes
+
+    tok, cb, vocab = setup
+    c = conv()
+    music = [i for i, m in enumerate(c.messages) if m.role == "music"]
+    assert hidden_playlist_codes(c, cb, 0.0, seed=0) == frozenset()
+    everything = hidden_playlist_codes(c, cb, 1.0, seed=0)
+    assert everything == frozenset(i for i in music if cb.codes_of(c.messages[i].content)[0] >= 0)
+    assert hidden_playlist_codes(c, cb, 0.5, seed=3) == hidden_playlist_codes(c, cb, 0.5, seed=3)
+    plain = render_conversation(c, tok, cb, vocab)[0].ids
+    hidden = render_conversation(c, tok, cb, vocab, hide_playlist=everything)[0].ids
+    none_id = int(vocab.ids((-1, 0, 0, 0, 0))[1])  # <|playlist-none|> follows <start_of_music>
+    assert len(plain) == len(hidden) and plain != hidden
+    assert hidden.count(none_id) == len(everything) + plain.count(none_id)

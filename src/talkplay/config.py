@@ -89,6 +89,11 @@ class TrainConfig:
     """Weight of the self-similarity loss (paper: 0.1; 0 for the ablation)."""
     playlist_share: float = 0.5
     """Playlist-continuation sequences per conversation sequence."""
+    playlist_dropout: float = 0.0
+    """Modality dropout (not in the paper): this share of the music blocks of warm tracks in
+    training conversations shows ``<|playlist-none|>`` instead of the playlist code (seeded,
+    fixed per conversation). Cold tracks carry that token, so without it the model never sees
+    their blocks; validation conversations are rendered without dropout. 0 = the paper."""
     clip_grad: float = 1.0
     train_top_layers: int | None = None
     """Train only the top N transformer layers, the final norm and the (tied) embeddings: lower

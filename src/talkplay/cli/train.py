@@ -36,6 +36,9 @@ def train(
         min=0, help="Self-similarity weight (0: off).")] = None,
     playlist_share: Annotated[float | None, typer.Option(
         min=0, help="Playlist sequences per conversation.")] = None,
+    playlist_dropout: Annotated[float | None, typer.Option(
+        min=0, max=1, help="Share of warm tracks' blocks in training conversations shown with "
+                           "<|playlist-none|> (modality dropout for cold tracks; 0: paper).")] = None,
     warmup_steps: Annotated[int | None, typer.Option(min=0)] = None,
     eval_every: Annotated[int | None, typer.Option(min=1, help="Validate every N steps.")] = None,
     save_every: Annotated[int | None, typer.Option(min=1, help="Checkpoint every N steps.")] = None,
@@ -69,7 +72,8 @@ def train(
     overrides = {"max_steps": max_steps, "max_minutes": max_minutes, "lr": lr,
                  "batch_size": batch_size, "grad_accum": grad_accum,
                  "context_length": context_length, "self_sim_lambda": self_sim_lambda,
-                 "playlist_share": playlist_share, "warmup_steps": warmup_steps,
+                 "playlist_share": playlist_share, "playlist_dropout": playlist_dropout,
+                 "warmup_steps": warmup_steps,
                  "eval_every": eval_every, "save_every": save_every, "seed": seed,
                  "train_top_layers": train_top_layers, "precision": precision,
                  "token_init": token_init}

@@ -30,6 +30,7 @@ from transformers import PreTrainedTokenizerBase
 from talkplay.data.schema import Conversation, Message
 from talkplay.lm.vocab import MusicVocab
 from talkplay.tokenize.codebook import Codebook
+from talkplay.tokenize.grammar import MISSING
 
 SYSTEM_PROMPT = ("You are a music expert. Your task is conversational retrieval: Predict the next "
                  "music item based on the given chat history.")
@@ -108,7 +109,7 @@ def render_turns(turns: list[Turn], tokenizer: PreTrainedTokenizerBase,
 
 
 def _groups(conv: Conversation, tokenizer: PreTrainedTokenizerBase, codebook: Codebook,
-            vocab: MusicVocab) -> list[Turn]:
+            vocab: MusicVocab, hide_playlist: frozenset[int] = frozenset()) -> list[Turn]:
     """Messages -> turns; music messages join the assistant turn of their exchange (before text).
 
     An exchange is everything between two user messages: its music blocks (in order) then its
@@ -142,7 +143,10 @@ def _groups(conv: Conversation, tokenizer: PreTrainedTokenizerBase, codebook: Co
             if msg.content not in codebook.row:
                 raise KeyError(f"conversation {conv.id!r} message {i}: track {msg.content!r} "
                                "is not in the codebook")
-            music.append((vocab.ids(codebook.codes_of(msg.content)), i not in rejected))
+            codes = codebook.codes_of(msg.content)
+            if i in hide_playlist:
+                codes = (MISSING, *codes[1:])
+            music.append((vocab.ids(codes), i not in rejected))
         elif msg.role == "assistant":
             texts.append(msg.content)
     flush()
@@ -175,7 +179,8 @@ def _fit(system: Turn, turns: list[Turn], tokenizer: PreTrainedTokenizerBase, li
 def render_conversation(conv: Conversation, tokenizer: PreTrainedTokenizerBase,
                         codebook: Codebook, vocab: MusicVocab,
                         system_prompt: str = SYSTEM_PROMPT,
-                        context_length: int = 1024) -> list[Rendered]:
+                        context_length: int = 1024,
+                        hide_playlist: frozenset[int] = frozenset()) -> list[Rendered]:
     """Render one conversation for training, split into windows that fit ``context_length``.
 
     A conversation that fits is one sequence. A longer one becomes several windows, each with
@@ -190,11 +195,14 @@ def render_conversation(conv: Conversation, tokenizer: PreTrainedTokenizerBase,
         vocab: music-token ids (``music_token_table``).
         system_prompt: system message (default: the paper's).
         context_length: maximum tokens per sequence.
+        hide_playlist: message indices whose music block shows ``<|playlist-none|>`` instead of
+            the track's playlist code (modality dropout: cold tracks carry that token, so the
+            model must learn to emit and score it).
     Returns:
         One or more ``Rendered`` sequences (ids, mask).
     """
     system = _system(tokenizer, system_prompt)
-    turns = _groups(conv, tokenizer, codebook, vocab)
+    turns = _groups(conv, tokenizer, codebook, vocab, hide_playlist)
     out: list[Rendered] = []
     end = len(turns)
     while end > 0:

@@ -10,6 +10,7 @@ share a batch, padded to the batch's longest), which keeps most of each step rea
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,7 @@ from talkplay.data.dataset import Dataset
 from talkplay.lm.render import Rendered, render_conversation, render_playlist
 from talkplay.lm.vocab import MusicVocab
 from talkplay.tokenize.codebook import Codebook
+from talkplay.tokenize.grammar import MISSING
 from talkplay.train.losses import IGNORE
 
 log = logging.getLogger(__name__)
@@ -45,14 +47,36 @@ class Renderer:
     vocab: MusicVocab
     context_length: int
 
-    def conversation(self, conv) -> list[Sample]:
+    def conversation(self, conv, playlist_dropout: float = 0.0, seed: int = 0) -> list[Sample]:
+        """Render one conversation; ``playlist_dropout`` hides the playlist code of that share of
+        its warm tracks' music blocks (seeded by ``seed`` and the conversation id)."""
+        hide = hidden_playlist_codes(conv, self.codebook, playlist_dropout, seed)
         return [Sample(r.ids, r.mask, CONVERSATION) for r in render_conversation(
-            conv, self.tokenizer, self.codebook, self.vocab, context_length=self.context_length)]
+            conv, self.tokenizer, self.codebook, self.vocab, context_length=self.context_length,
+            hide_playlist=hide)]
 
     def playlist(self, track_ids: list[str], cut: int) -> Sample:
         r: Rendered = render_playlist(track_ids, cut, self.tokenizer, self.codebook, self.vocab,
                                       context_length=self.context_length)
         return Sample(r.ids, r.mask, PLAYLIST)
+
+
+def hidden_playlist_codes(conv, codebook: Codebook, share: float, seed: int) -> frozenset[int]:
+    """Message indices of ``conv`` whose playlist code is hidden (modality dropout).
+
+    Each music message of a track that has a playlist code is picked with probability
+    ``share``; the draw depends only on (seed, conversation id), so it is the same on every
+    process and every run.
+    """
+    if share <= 0:
+        return frozenset()
+    rng = np.random.default_rng([seed, zlib.crc32(conv.id.encode())])
+    out = set()
+    for i, m in enumerate(conv.messages):
+        if m.role == "music" and m.content in codebook.row and rng.random() < share \
+                and codebook.codes_of(m.content)[0] != MISSING:
+            out.add(i)
+    return frozenset(out)
 
 
 @dataclass
@@ -64,13 +88,15 @@ class Split:
     stats: dict = field(default_factory=dict)
 
 
-def build_splits(ds: Dataset, r: Renderer, holdout: float = 0.05, seed: int = 0
-                 ) -> tuple[Split, Split]:
+def build_splits(ds: Dataset, r: Renderer, holdout: float = 0.05, seed: int = 0,
+                 playlist_dropout: float = 0.0) -> tuple[Split, Split]:
     """Render the train and validation splits.
 
     Validation = the ``valid`` split; when it has no conversations, a seeded ``holdout`` share
     (at least one) of train conversations is held out instead. Playlists with tracks missing
     from the codebook or fewer than 2 tracks are skipped (counted in ``stats``).
+
+    ``playlist_dropout`` applies to train conversations only (see ``hidden_playlist_codes``).
 
     Returns:
         ``(train, valid)``.
@@ -88,7 +114,7 @@ def build_splits(ds: Dataset, r: Renderer, holdout: float = 0.05, seed: int = 0
         split = Split()
         truncated = 0
         for c in conv[s]:
-            samples = r.conversation(c)
+            samples = r.conversation(c, playlist_dropout if s == "train" else 0.0, seed)
             truncated += len(samples) > 1 or any(len(x.ids) >= r.context_length for x in samples)
             split.conversations += samples
         usable = [p.track_ids for p in ds.playlists if p.split == s and len(p.track_ids) >= 2]

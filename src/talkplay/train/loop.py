@@ -203,7 +203,8 @@ def setup(data_dir: str | Path, run_dir: str | Path, prof: Profile, fresh: bool 
         rows = grounded_rows(model.get_input_embeddings().weight, tok, cluster_texts(ds, codebook))
     vocab = expand_vocabulary(model, tok, grammar.vocabulary(codebook.k), seed=tc.seed, rows=rows)
     r = Renderer(tok, codebook, vocab, tc.context_length)
-    train_split, valid_split = build_splits(ds, r, seed=tc.seed)
+    train_split, valid_split = build_splits(ds, r, seed=tc.seed,
+                                            playlist_dropout=tc.playlist_dropout)
     data = TrainData(train_split, r, batch_size=tc.batch_size, playlist_share=tc.playlist_share,
                      seed=tc.seed, world_size=acc.num_processes, rank=acc.process_index)
     valid = valid_batches(valid_split, r, tc.batch_size, tc.seed, tc.eval_batches * acc.num_processes)
