@@ -199,3 +199,49 @@ def test_evaluate_talkplay_clear_errors(tiny_run, tmp_path):
                               "talkplay-paper", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2, res.output
     assert "track 'zz1' is not in this run's catalog" in " ".join(res.output.split())
+
+
+def test_hybrid_fits_on_valid_saves_its_weights_and_explains_each_track(tiny_run, tmp_path):
+    data, run = tiny_run
+    args = ["evaluate", "--data", str(data), "--run", str(run), "--systems",
+            "talkplay-hybrid,talkplay-hybrid-no-lm,rrf,rrf-text,bm25", "--split", "valid",
+            "--limit", "2", "--fit-limit", "2", "--ks", "1,100"]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert "fit on the valid split" in res.output
+    saved = json.loads((run / "hybrid.json").read_text())
+    full, no_lm = saved["talkplay-hybrid"], saved["talkplay-hybrid-no-lm"]
+    assert set(full["weights"]) == {"lm", "bm25", "dense", "cooc"} and full["without"] == []
+    assert no_lm["without"] == ["lm"] and full["fitted"]["split"] == "valid"
+    assert full["fitted"]["mrr_fitted"] >= full["fitted"]["mrr_equal_weights"]
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert list(results["systems"]) == ["talkplay-hybrid", "talkplay-hybrid-no-lm", "rrf",
+                                        "rrf-text", "bm25"]
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["hybrids"]["talkplay-hybrid"]["weights"] == full["weights"]
+    # A second evaluation reuses the saved weights instead of fitting again.
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0 and "fit on the valid split" not in res.output
+
+
+def test_hybrid_scores_its_whole_pool_with_the_model_and_says_why(tiny_run):
+    from talkplay.data.dataset import read_dataset
+    from talkplay.evaluate.baselines import SYSTEMS, BaselineOptions
+    from talkplay.evaluate.hybrid import FEATURES, HybridConfig, HybridRecommender
+    from talkplay.evaluate.protocols import build_targets
+    from talkplay.recommend.recommender import load_talkplay
+
+    data, run = tiny_run
+    ds = read_dataset(data)
+    tp = load_talkplay(run, mode="beam", with_reply=False)
+    retrievers = {k: SYSTEMS[k](ds, BaselineOptions()) for k in ("bm25", "dense", "cooc")}
+    hybrid = HybridRecommender(tp, retrievers, HybridConfig(pool=5))
+    target = build_targets(ds, "paper", split="valid", limit=1)[-1]
+    pool = hybrid.pool(target.history, set(target.exclude))
+    assert 5 <= len(pool.rows) <= 20 and len(set(pool.rows.tolist())) == len(pool.rows)
+    lm = pool.features[:, FEATURES.index("lm")]
+    assert lm.max() == 0.0 and (lm <= 0).all() and (lm < 0).any()  # relative log-probs
+    rec = hybrid.recommend(target.history, k=30, exclude=set(target.exclude))
+    assert len(rec.tracks) == 30 and not {t.track_id for t in rec.tracks} & target.exclude
+    first = rec.tracks[0]
+    assert first.score == pytest.approx(sum(rec.info["why"][first.track_id].values()), abs=1e-3)

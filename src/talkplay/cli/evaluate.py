@@ -45,19 +45,86 @@ def build_talkplay(run: Path | None, name: str, keep_history: bool = False):
     return rec
 
 
+HYBRIDS = {"talkplay-hybrid": [], "talkplay-hybrid-no-lm": ["lm"],
+           "talkplay-hybrid-no-bm25": ["bm25"], "talkplay-hybrid-no-dense": ["dense"],
+           "talkplay-hybrid-no-cooc": ["cooc"]}
+"""The hybrid and its ablations (components left out; weights refit without them)."""
+FUSIONS = {"rrf": ["bm25", "dense", "cooc", "talkplay-beam"], "rrf-text": ["bm25", "dense", "cooc"]}
+"""Untuned reciprocal-rank fusions, the baselines of the hybrid."""
+COMPOSITES = [*HYBRIDS, *FUSIONS]
+
+
+def build_hybrid(ds: Dataset, name: str, part, run: Path | None, *, protocol: str,
+                 fit_limit: int | None, refit: bool):
+    """A hybrid system with weights from RUN/hybrid.json, or fit now on the valid split."""
+    from talkplay.evaluate.hybrid import (
+        HybridConfig,
+        HybridRecommender,
+        fit_weights,
+        load_config,
+        save_config,
+    )
+    from talkplay.evaluate.protocols import build_targets, cluster_map, resolve_protocol
+
+    if run is None:
+        raise DataError(f"system {name!r} needs --run RUN (a fine-tuned run directory)")
+    cfg = None if refit else load_config(run, name)
+    fresh = cfg is None
+    cfg = cfg or HybridConfig(without=list(HYBRIDS[name]))
+    hybrid = HybridRecommender(part("talkplay-beam"), {k: part(k) for k in ("bm25", "dense", "cooc")},
+                               cfg, name=name)
+    if fresh:
+        resolved = resolve_protocol(ds, protocol)
+        targets = build_targets(ds, resolved, split="valid", limit=fit_limit)
+        if not targets:
+            raise DataError(f"{name}: no valid-split conversations to fit its weights on (import "
+                            "with a validation split, e.g. --valid-fraction 0.1)", file=str(ds.root))
+        with progress_bar() as bar:
+            task = bar.add_task(f"{name}: fitting weights on {len(targets)} valid targets",
+                                total=len(targets))
+            fit_weights(hybrid, targets, cluster_map(ds),
+                        progress=lambda done, total: bar.update(task, completed=done))
+        save_config(run, name, hybrid.cfg)
+        console.print(f"{name}: weights {hybrid.cfg.weights} fit on the valid split "
+                      f"(MRR {hybrid.cfg.fitted['mrr_fitted']:.4f}, equal weights "
+                      f"{hybrid.cfg.fitted['mrr_equal_weights']:.4f}); saved in {run}/hybrid.json")
+    hybrid.description = hybrid.description.replace("fit on nothing", "fit on valid")
+    return hybrid
+
+
 def build_systems(ds: Dataset, names: list[str], run: Path | None, options,
-                  keep_history: bool = False) -> tuple[dict, dict[str, float]]:
-    """Build each named system; returns (systems, build seconds per system)."""
+                  keep_history: bool = False, *, protocol: str = "auto",
+                  fit_limit: int | None = None, refit: bool = False) -> tuple[dict, dict[str, float]]:
+    """Build each named system; returns (systems, build seconds per system).
+
+    Components shared by the hybrids and fusions (the retrieval baselines and one TalkPlay beam
+    recommender) are built once.
+    """
     from talkplay.evaluate.baselines import SYSTEMS
+    from talkplay.evaluate.fusion import RRFRecommender
+
+    parts: dict = {}
+
+    def part(key: str):
+        if key not in parts:
+            parts[key] = (build_talkplay(run, key, keep_history) if key in TALKPLAY_MODES
+                          else SYSTEMS[key](ds, options))
+        return parts[key]
 
     systems, seconds = {}, {}
     for name in names:
         started = time.perf_counter()
         with console.status(f"building {name} ..."):
-            if name in TALKPLAY_MODES:
-                systems[name] = build_talkplay(run, name, keep_history)
+            if name in HYBRIDS:
+                built = build_hybrid(ds, name, part, run, protocol=protocol, fit_limit=fit_limit,
+                                     refit=refit)
+            elif name in FUSIONS:
+                built = RRFRecommender({k: part(k) for k in FUSIONS[name]}, name=name)
+            elif name in TALKPLAY_MODES:
+                built = build_talkplay(run, name, keep_history)
             else:
-                systems[name] = SYSTEMS[name](ds, options)
+                built = part(name)
+            systems[name] = built
         seconds[name] = round(time.perf_counter() - started, 2)
     return systems, seconds
 
@@ -68,11 +135,12 @@ def write_manifest(out: Path, *, data: Path, run: Path | None, systems: dict, pr
     """OUT/manifest.json: what was evaluated, on what, with which settings."""
     talkplay = {name: {"mode": rec.mode, "with_reply": rec.with_reply, "generate": asdict(rec.cfg)}
                 for name, rec in systems.items() if name in TALKPLAY_MODES}
+    hybrids = {name: asdict(rec.cfg) for name, rec in systems.items() if name in HYBRIDS}
     write_json(out / MANIFEST, make_manifest(
         "evaluation", 1, data=str(data.resolve()), run=str(run.resolve()) if run else None,
         systems=list(systems), protocol=protocol, resolved_protocol=resolved, split=split,
         limit=limit, ks=list(ks), keep_history=keep_history, baseline_options=asdict(options),
-        talkplay=talkplay))
+        talkplay=talkplay, hybrids=hybrids))
 
 
 @app.command("evaluate")
@@ -81,7 +149,9 @@ def evaluate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for results and predictions.")],
     systems: Annotated[str, typer.Option(
         help="Comma-separated: bm25, dense, cooc, clap, popularity, talkplay, talkplay-paper, "
-             "talkplay-beam.")] = "bm25,dense,cooc,clap,popularity",
+             "talkplay-beam, talkplay-hybrid (and its ablations talkplay-hybrid-no-lm|bm25|dense|"
+             "cooc), rrf (untuned fusion of bm25, dense, cooc, talkplay-beam), rrf-text.")
+    ] = "bm25,dense,cooc,clap,popularity",
     run: Annotated[Path | None, typer.Option(help="Fine-tuned run directory (talkplay systems).")] = None,
     protocol: Annotated[str, typer.Option(help="auto, paper or cpcd (auto: cpcd for CPCD imports).")] = "auto",
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many test conversations.")] = None,
@@ -95,6 +165,10 @@ def evaluate(
     track_weight: Annotated[float, typer.Option(help="Query weight of tracks in the history.")] = 0.5,
     keep_history: Annotated[bool, typer.Option(
         help="(paper protocol) allow recommending tracks already in the history.")] = False,
+    fit_limit: Annotated[int | None, typer.Option(
+        min=1, help="talkplay-hybrid: valid conversations its weights are fit on (default: all).")] = None,
+    refit: Annotated[bool, typer.Option(
+        help="talkplay-hybrid: fit the weights again even if RUN/hybrid.json has them.")] = False,
 ) -> None:
     """Evaluate systems on the test conversations; write results.json/.md, a plot and predictions."""
     quiet_libraries()  # before the imports too: faiss logs while it is imported
@@ -104,9 +178,10 @@ def evaluate(
 
     quiet_libraries()  # after the baselines import: bm25s sets its log level on import
     names = [s.strip() for s in systems.split(",") if s.strip()]
-    unknown = [n for n in names if n not in SYSTEMS and n not in TALKPLAY_MODES]
+    known = [*SYSTEMS, *TALKPLAY_MODES, *COMPOSITES]
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
-        fail(f"unknown system(s) {unknown}; choose from {list(SYSTEMS) + list(TALKPLAY_MODES)}")
+        fail(f"unknown system(s) {unknown}; choose from {known}")
     try:
         cutoffs = tuple(int(k) for k in ks.split(","))
         if min(cutoffs) < 1:
@@ -117,7 +192,8 @@ def evaluate(
         ds = read_dataset(data)
         options = BaselineOptions(decay=decay, track_weight=track_weight, text_model=text_model,
                                   clap_model=clap_model)
-        built, build_seconds = build_systems(ds, names, run, options, keep_history)
+        built, build_seconds = build_systems(ds, names, run, options, keep_history,
+                                             protocol=protocol, fit_limit=fit_limit, refit=refit)
         with progress_bar() as bar:
             tasks: dict[str, int] = {}
 

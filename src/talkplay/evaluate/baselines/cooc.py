@@ -72,6 +72,10 @@ class CoocRecommender:
         # sum_h w_h c_hj / sqrt(n_h n_j) = [X^T (X w)]_j / sqrt(n_j)
         return (self.xt @ (self.x @ w)) * self.inv_sqrt
 
+    def scores(self, history: list[Message]) -> np.ndarray:
+        """The co-occurrence part alone, float [n_items] (what a hybrid fuses)."""
+        return self.cooc_scores(history)
+
     def recommend(self, history: list[Message], k: int = 10,
                   exclude: set[str] | None = None) -> Recommendation:
         cooc = self.cooc_scores(history)

@@ -71,6 +71,13 @@ class DenseRecommender:
         self.embed([m.content for h in histories for m in h
                     if m.role == "user" and m.content.strip()])
 
+    def scores(self, history: list[Message]) -> np.ndarray:
+        """Cosine of every catalog track to the query, float [n_items] (catalog order)."""
+        parts = query_parts(history, decay=self.options.decay,
+                            track_weight=self.options.track_weight)
+        q = weighted_query(parts, self.embed, self.vectors, self.row_of)
+        return (self.vectors @ q).astype(np.float64)
+
     def recommend(self, history: list[Message], k: int = 10,
                   exclude: set[str] | None = None) -> Recommendation:
         parts = query_parts(history, decay=self.options.decay,

@@ -1,0 +1,41 @@
+"""Reciprocal-rank fusion (Cormack et al. 2009): the textbook way to combine rankings.
+
+``score(t) = sum over systems of 1 / (c + rank_s(t))`` with the standard constant c = 60 and
+equal weights: nothing is tuned. It is the baseline a learned hybrid must beat.
+"""
+
+from __future__ import annotations
+
+from talkplay.data.schema import Message
+from talkplay.recommend.protocol import Recommendation, ScoredTrack
+
+RRF_CONSTANT = 60
+DEPTH = 200
+"""Tracks taken from each system's ranking."""
+
+
+class RRFRecommender:
+    """Fuses the rankings of several recommenders."""
+
+    def __init__(self, systems: dict, name: str = "rrf", constant: int = RRF_CONSTANT):
+        self.systems = systems
+        self.name = name
+        self.constant = constant
+        self.description = (f"reciprocal-rank fusion (c={constant}, equal weights) of "
+                            f"{', '.join(systems)}")
+
+    def prepare(self, histories: list[list[Message]]) -> None:
+        for s in self.systems.values():
+            prepare = getattr(s, "prepare", None)
+            if callable(prepare):
+                prepare(histories)
+
+    def recommend(self, history: list[Message], k: int = 10,
+                  exclude: set[str] | None = None) -> Recommendation:
+        score: dict[str, float] = {}
+        for s in self.systems.values():
+            rec = s.recommend(history, k=max(k, DEPTH), exclude=exclude)
+            for rank, t in enumerate(rec.tracks, start=1):
+                score[t.track_id] = score.get(t.track_id, 0.0) + 1.0 / (self.constant + rank)
+        order = sorted(score, key=lambda t: -score[t])  # stable: first system's order breaks ties
+        return Recommendation([ScoredTrack(t, score[t]) for t in order[:k]])

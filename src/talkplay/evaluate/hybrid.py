@@ -1,0 +1,270 @@
+"""``talkplay-hybrid``: one TalkPlay model that ranks any catalog track, new tracks included.
+
+Generative retrieval alone cannot reach a track that the model's music tokens do not single
+out (most wanted tracks in real conversations are new to the catalog). The hybrid keeps the
+model as the judge and widens what it judges:
+
+1. **Pool.** The union of the top ``pool`` tracks of the catalog-constrained beam (the model's
+   own proposals), BM25, dense retrieval and item co-occurrence (``cooc``). New tracks enter
+   through text and content, not only through tokens.
+2. **Model score.** Every pooled track's music block is scored by the model: its exact
+   log-probability given the conversation, from one exhaustive beam search over a trie of the
+   pool's token tuples (the prompt is prefilled once and shared).
+3. **Combination.** ``score = sum_c w_c * f_c`` over the components' per-query normalised
+   scores (``FEATURES``): the model's log-probability relative to the pool's best, BM25 and
+   cooc divided by the pool's maximum, the dense cosine. The weights are fit on the
+   **validation** split (coordinate ascent on MRR, ``fit_weights``), never on test, and saved
+   in the run (``RUN/hybrid.json``). Each returned track carries its per-component
+   contributions in ``Recommendation.info["why"]``.
+
+Ablations drop components (``without``): the pool then lacks that source and the weights are
+refit without it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from talkplay.data.schema import Message
+from talkplay.evaluate.metrics import target_metrics
+from talkplay.io import write_json
+from talkplay.recommend.constraints import CatalogTrie
+from talkplay.recommend.engine import beam_music_block
+from talkplay.recommend.protocol import Recommendation, ScoredTrack
+
+log = logging.getLogger(__name__)
+FEATURES: tuple[str, ...] = ("lm", "bm25", "dense", "cooc")
+"""Score components, in the order of a feature row."""
+SOURCES: tuple[str, ...] = ("beam", "bm25", "dense", "cooc")
+"""Where pool candidates come from."""
+HYBRID_FILE = "hybrid.json"
+GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+"""Values coordinate ascent tries for each weight."""
+
+
+@dataclass
+class HybridConfig:
+    """What the hybrid combines and how (the weights come from ``fit_weights``)."""
+
+    weights: dict[str, float] = field(default_factory=lambda: {"lm": 1.0, "bm25": 1.0,
+                                                               "dense": 1.0, "cooc": 1.0})
+    pool: int = 20
+    """Candidates taken from each source."""
+    without: list[str] = field(default_factory=list)
+    """Components left out (ablation): any of FEATURES; "lm" also drops the beam's proposals."""
+    fitted: dict = field(default_factory=dict)
+    """How the weights were chosen: split, targets, valid MRR, seconds."""
+
+
+@dataclass
+class Pool:
+    """One query's candidates: catalog rows and their feature matrix."""
+
+    rows: np.ndarray
+    """int64 [n] catalog rows."""
+    features: np.ndarray
+    """float64 [n, len(FEATURES)], normalised per query (0 for a left-out component)."""
+    fill: np.ndarray | None = None
+    """int64 catalog rows by the first retriever's score (BM25), to continue a ranking past
+    the pool."""
+
+
+def _scale_max(x: np.ndarray) -> np.ndarray:
+    top = float(np.max(x)) if len(x) else 0.0
+    return x / top if top > 0 else np.zeros_like(x)
+
+
+class HybridRecommender:
+    """TalkPlay's model scores a pool drawn from its beam and the retrieval baselines."""
+
+    def __init__(self, talkplay, retrievers: dict, cfg: HybridConfig, name: str = "talkplay-hybrid"):
+        """Args:
+            talkplay: a ``TalkPlayRecommender`` (beam mode; ranking only is fine).
+            retrievers: "bm25" / "dense" / "cooc" -> objects with ``scores(history)`` giving
+                float [n_items] in the dataset's track order, and ``ids`` (that order).
+            cfg: weights, pool size, left-out components.
+            name: system name (ablations get their own).
+        """
+        self.tp = talkplay
+        self.cfg = cfg
+        self.name = name
+        self.ids = talkplay.codebook.item_ids
+        self.row = talkplay.codebook.row
+        self.retrievers = {}
+        for key, r in retrievers.items():
+            if key in cfg.without:
+                continue
+            # Retriever order -> codebook order (the same dataset; usually the identity).
+            perm = np.array([self.row[t] for t in r.ids], dtype=np.int64)
+            self.retrievers[key] = (r, perm)
+        self.description = (f"TalkPlay hybrid: pool of {cfg.pool} per source from "
+                            f"{', '.join(s for s in SOURCES if self._uses(s))}; model log-prob "
+                            f"of every candidate; weights {self._weights_text()} fit on "
+                            f"{cfg.fitted.get('split', 'nothing')}")
+
+    def _uses(self, source: str) -> bool:
+        return (source == "beam" and "lm" not in self.cfg.without) or source in self.retrievers
+
+    def _weights_text(self) -> str:
+        return ", ".join(f"{k} {v:g}" for k, v in self.cfg.weights.items() if k not in self.cfg.without)
+
+    def pool(self, history: list[Message], exclude: set[str] | None = None) -> Pool:
+        """The candidates of one query and their features (see the module docstring)."""
+        n = len(self.ids)
+        banned = {self.row[t] for t in (exclude or ()) if t in self.row}
+        if self.tp.cfg.exclude_seen:
+            banned |= {self.row[m.content] for m in history if m.role == "music" and m.content in self.row}
+        full: dict[str, np.ndarray] = {}
+        for key, (r, perm) in self.retrievers.items():
+            s = np.zeros(n)
+            s[perm] = r.scores(history)
+            full[key] = s
+        chosen: dict[int, None] = {}
+        use_lm = "lm" not in self.cfg.without
+        state = None
+        if use_lm:
+            prompt, _ = self.tp.prompt(history)
+            state = self.tp._prompt_state(prompt)
+            beams = beam_music_block(self.tp.model, state, self.tp.trie, self.tp.table,
+                                     max(self.tp.cfg.num_beams, 1))
+            for r_, _ in self.tp._beam_ranking(beams, self.cfg.pool, banned):
+                chosen.setdefault(int(r_), None)
+        for key, s in full.items():
+            taken = 0
+            for r_ in np.argsort(-s, kind="stable"):
+                if taken >= self.cfg.pool or (key != "dense" and s[r_] <= 0):
+                    break  # BM25 / cooc: a zero score is no evidence
+                if int(r_) not in banned:
+                    chosen.setdefault(int(r_), None)
+                    taken += 1
+        rows = np.fromiter(chosen, dtype=np.int64)
+        feats = np.zeros((len(rows), len(FEATURES)))
+        fill = np.argsort(-next(iter(full.values())), kind="stable") if full else None
+        if len(rows) == 0:
+            return Pool(rows, feats, fill)
+        if use_lm:
+            feats[:, 0] = self._lm_scores(state, rows)
+        for j, key in enumerate(FEATURES[1:], start=1):
+            if key in full:
+                vals = full[key][rows]
+                feats[:, j] = vals if key == "dense" else _scale_max(vals)
+        return Pool(rows, feats, fill)
+
+    def _lm_scores(self, state, rows: np.ndarray) -> np.ndarray:
+        """Log-probability of each row's music block, minus the pool's best (<= 0)."""
+        codes = self.tp.codebook.codes[rows]  # [n, 5]
+        uniq, inverse = np.unique(codes, axis=0, return_inverse=True)
+        beams = beam_music_block(self.tp.model, state, CatalogTrie(uniq), self.tp.table,
+                                 num_beams=len(uniq))  # exhaustive over the pool's tuples
+        logp = {tuple(c): s for c, s in beams}
+        per = np.array([logp[tuple(int(x) for x in u)] for u in uniq])
+        out = per[np.asarray(inverse).ravel()]
+        return out - out.max()
+
+    def rank(self, pool: Pool, weights: dict[str, float] | None = None) -> np.ndarray:
+        """Combined scores float [n] of a pool's candidates."""
+        w = weights or self.cfg.weights
+        vec = np.array([0.0 if f in self.cfg.without else w.get(f, 0.0) for f in FEATURES])
+        return pool.features @ vec
+
+    def recommend(self, history: list[Message], k: int = 10,
+                  exclude: set[str] | None = None) -> Recommendation:
+        pool = self.pool(history, exclude)
+        score = self.rank(pool)
+        order = np.lexsort((pool.rows, -score))
+        tracks, why = [], {}
+        for i in order[:k]:
+            tid = self.ids[int(pool.rows[i])]
+            tracks.append(ScoredTrack(tid, float(score[i])))
+            why[tid] = {f: round(float(self.cfg.weights.get(f, 0.0) * pool.features[i, j]), 4)
+                        for j, f in enumerate(FEATURES) if f not in self.cfg.without}
+        if len(tracks) < k and pool.fill is not None:  # past the pool: BM25 order, scored lower
+            floor = (min(t.score for t in tracks) if tracks else 0.0) - 1.0
+            taken = set(pool.rows.tolist()) | {self.row[t] for t in (exclude or ()) if t in self.row}
+            for r_ in pool.fill:
+                if len(tracks) >= k:
+                    break
+                if int(r_) not in taken:
+                    tracks.append(ScoredTrack(self.ids[int(r_)], floor))
+        return Recommendation(tracks, info={"why": why, "pool": int(len(pool.rows))})
+
+
+def fit_weights(hybrid: HybridRecommender, targets, cluster_of: dict[str, str],
+                rounds: int = 3, progress=None) -> dict:
+    """Choose the hybrid's weights by coordinate ascent on MRR over ``targets`` (valid split).
+
+    Features are computed once per target (the model scoring is the expensive part); every
+    weight is then tried at each ``GRID`` value with the others fixed, for ``rounds`` passes.
+    The dense weight may also be tried at 0, so a useless component drops out.
+
+    Args:
+        hybrid: the recommender (its ``cfg.weights`` are updated in place).
+        targets: ``evaluate.protocols.Target`` list of the validation split.
+        cluster_of: track id -> cluster id (CPCD), or empty.
+        rounds: coordinate-ascent passes.
+        progress: called with (done, total) while features are computed.
+    Returns:
+        The fit record (split, targets, MRR before/after, seconds), also stored in ``cfg.fitted``.
+    """
+    t0 = time.perf_counter()
+    pools = []
+    for n, t in enumerate(targets, start=1):
+        pools.append(hybrid.pool(t.history, set(t.exclude)))
+        if progress:
+            progress(n, len(targets))
+    ids = hybrid.ids
+
+    def mrr(w: dict[str, float]) -> float:
+        total = 0.0
+        for pool, t in zip(pools, targets, strict=True):
+            if len(pool.rows) == 0:
+                continue
+            order = np.lexsort((pool.rows, -hybrid.rank(pool, w)))
+            ranking = [ids[int(pool.rows[i])] for i in order[:100]]
+            total += target_metrics(predictions=ranking, gold=t.gold, ks=(100,),
+                                    cluster_of=cluster_of or None)["mrr"]
+        return total / max(len(targets), 1)
+
+    active = [f for f in FEATURES if f not in hybrid.cfg.without]
+    w = {f: (1.0 if f in active else 0.0) for f in FEATURES}
+    start = best = mrr(w)
+    for _ in range(rounds):
+        improved = False
+        for f in active:
+            for v in GRID:
+                if v == w[f]:
+                    continue
+                trial = {**w, f: v}
+                m = mrr(trial)
+                if m > best + 1e-9:
+                    best, w, improved = m, trial, True
+        if not improved:
+            break
+    hybrid.cfg.weights = w
+    hybrid.cfg.fitted = {"split": "valid", "targets": len(targets), "mrr_equal_weights": round(start, 4),
+                         "mrr_fitted": round(best, 4), "seconds": round(time.perf_counter() - t0, 1)}
+    log.info("hybrid weights %s: valid MRR %.4f (equal weights %.4f)", w, best, start)
+    return hybrid.cfg.fitted
+
+
+def save_config(run: str | Path, name: str, cfg: HybridConfig) -> None:
+    """Store ``cfg`` under ``name`` in RUN/hybrid.json (other systems' entries are kept)."""
+    path = Path(run) / HYBRID_FILE
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[name] = asdict(cfg)
+    write_json(path, data)
+
+
+def load_config(run: str | Path, name: str) -> HybridConfig | None:
+    """The saved config of system ``name`` in RUN/hybrid.json, or None."""
+    path = Path(run) / HYBRID_FILE
+    if not path.exists():
+        return None
+    entry = json.loads(path.read_text()).get(name)
+    return HybridConfig(**entry) if entry else None
