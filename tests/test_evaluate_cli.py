@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -245,3 +246,35 @@ def test_hybrid_scores_its_whole_pool_with_the_model_and_says_why(tiny_run):
     assert len(rec.tracks) == 30 and not {t.track_id for t in rec.tracks} & target.exclude
     first = rec.tracks[0]
     assert first.score == pytest.approx(sum(rec.info["why"][first.track_id].values()), abs=1e-3)
+
+
+def test_hybrid_ablations_share_one_pool_and_drop_only_their_sources(tiny_run, monkeypatch):
+    from talkplay.data.dataset import read_dataset
+    from talkplay.evaluate.baselines import SYSTEMS, BaselineOptions
+    from talkplay.evaluate.fusion import Memo
+    from talkplay.evaluate.hybrid import SOURCES, HybridConfig, HybridRecommender
+    from talkplay.evaluate.protocols import build_targets
+    from talkplay.recommend.recommender import load_talkplay
+
+    data, run = tiny_run
+    ds = read_dataset(data)
+    tp = load_talkplay(run, mode="beam", with_reply=False)
+    beam, shared = Memo(tp), {}
+    retrievers = {k: SYSTEMS[k](ds, BaselineOptions()) for k in ("bm25", "dense", "cooc")}
+    calls = []
+    real = HybridRecommender._lm_scores
+    monkeypatch.setattr(HybridRecommender, "_lm_scores",
+                        lambda self, state, rows: calls.append(len(rows)) or real(self, state, rows))
+    full = HybridRecommender(tp, retrievers, HybridConfig(pool=5), beam=beam, shared=shared)
+    no_bm25 = HybridRecommender(tp, retrievers, HybridConfig(pool=5, without=["bm25"]),
+                                name="x", beam=beam, shared=shared)
+    target = build_targets(ds, "paper", split="valid", limit=1)[-1]
+    a = full.pool(target.history, set(target.exclude))
+    b = no_bm25.pool(target.history, set(target.exclude))
+    assert len(calls) == 1  # the model scored the pool once for both systems
+    only_bm25 = a.sources[:, SOURCES.index("bm25")] & ~np.delete(a.sources, SOURCES.index("bm25"), 1).any(1)
+    assert set(b.rows.tolist()) == set(a.rows[~only_bm25].tolist())
+    # The memo answers a smaller request from a larger cached ranking.
+    first = beam.recommend(target.history, k=8, exclude=set(target.exclude))
+    again = beam.recommend(target.history, k=3, exclude=set(target.exclude))
+    assert [t.track_id for t in again.tracks] == [t.track_id for t in first.tracks[:3]]

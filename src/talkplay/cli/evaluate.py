@@ -71,8 +71,9 @@ def build_hybrid(ds: Dataset, name: str, part, run: Path | None, *, protocol: st
     cfg = None if refit else load_config(run, name)
     fresh = cfg is None
     cfg = cfg or HybridConfig(without=list(HYBRIDS[name]))
-    hybrid = HybridRecommender(part("talkplay-beam"), {k: part(k) for k in ("bm25", "dense", "cooc")},
-                               cfg, name=name)
+    beam = part("talkplay-beam")
+    hybrid = HybridRecommender(beam.system, {k: part(k) for k in ("bm25", "dense", "cooc")},
+                               cfg, name=name, beam=beam, shared=part("pools"))
     if fresh:
         resolved = resolve_protocol(ds, protocol)
         targets = build_targets(ds, resolved, split="valid", limit=fit_limit)
@@ -101,14 +102,18 @@ def build_systems(ds: Dataset, names: list[str], run: Path | None, options,
     recommender) are built once.
     """
     from talkplay.evaluate.baselines import SYSTEMS
-    from talkplay.evaluate.fusion import RRFRecommender
+    from talkplay.evaluate.fusion import Memo, RRFRecommender
 
     parts: dict = {}
 
     def part(key: str):
         if key not in parts:
-            parts[key] = (build_talkplay(run, key, keep_history) if key in TALKPLAY_MODES
-                          else SYSTEMS[key](ds, options))
+            if key == "pools":  # the hybrids' shared per-query pools
+                parts[key] = {}
+            elif key in TALKPLAY_MODES:  # remembered: talkplay-beam, rrf and hybrids share it
+                parts[key] = Memo(build_talkplay(run, key, keep_history))
+            else:
+                parts[key] = SYSTEMS[key](ds, options)
         return parts[key]
 
     systems, seconds = {}, {}
@@ -121,7 +126,7 @@ def build_systems(ds: Dataset, names: list[str], run: Path | None, options,
             elif name in FUSIONS:
                 built = RRFRecommender({k: part(k) for k in FUSIONS[name]}, name=name)
             elif name in TALKPLAY_MODES:
-                built = build_talkplay(run, name, keep_history)
+                built = part(name) if name == "talkplay-beam" else build_talkplay(run, name, keep_history)
             else:
                 built = part(name)
             systems[name] = built

@@ -9,6 +9,43 @@ from __future__ import annotations
 from talkplay.data.schema import Message
 from talkplay.recommend.protocol import Recommendation, ScoredTrack
 
+
+def history_key(history: list[Message], exclude: set[str] | None) -> tuple:
+    """A hashable key of one query (the messages with their feedback, and the exclusions)."""
+    return (tuple((m.role, m.content, m.feedback) for m in history), frozenset(exclude or ()))
+
+
+class Memo:
+    """Remembers a recommender's rankings per query, so systems built on the same component
+    (talkplay-beam, rrf, the hybrid's beam proposals) compute it once per target.
+
+    A cached ranking serves any request for at most as many tracks as it holds.
+    """
+
+    def __init__(self, system):
+        self.system = system
+        self.name = getattr(system, "name", "memo")
+        self.description = getattr(system, "description", self.name)
+        self._seen: dict[tuple, Recommendation] = {}
+
+    def __getattr__(self, attr):  # everything else (cfg, mode, prompt, ...) is the system's
+        return getattr(self.system, attr)
+
+    def prepare(self, histories: list[list[Message]]) -> None:
+        prepare = getattr(self.system, "prepare", None)
+        if callable(prepare):
+            prepare(histories)
+
+    def recommend(self, history: list[Message], k: int = 10,
+                  exclude: set[str] | None = None) -> Recommendation:
+        key = history_key(history, exclude)
+        hit = self._seen.get(key)
+        if hit is None or len(hit.tracks) < k:
+            hit = self.system.recommend(history, k=k, exclude=exclude)
+            self._seen[key] = hit
+        return Recommendation(hit.tracks[:k], hit.reply, hit.info)
+
+
 RRF_CONSTANT = 60
 DEPTH = 200
 """Tracks taken from each system's ranking."""

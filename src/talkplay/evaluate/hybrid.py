@@ -12,13 +12,14 @@ model as the judge and widens what it judges:
    pool's token tuples (the prompt is prefilled once and shared).
 3. **Combination.** ``score = sum_c w_c * f_c`` over the components' per-query normalised
    scores (``FEATURES``): the model's log-probability relative to the pool's best, BM25 and
-   cooc divided by the pool's maximum, the dense cosine. The weights are fit on the
+   cooc divided by their best score over the whole catalog, the dense cosine. The weights are fit on the
    **validation** split (coordinate ascent on MRR, ``fit_weights``), never on test, and saved
    in the run (``RUN/hybrid.json``). Each returned track carries its per-component
    contributions in ``Recommendation.info["why"]``.
 
 Ablations drop components (``without``): the pool then lacks that source and the weights are
-refit without it.
+refit without it. Hybrids evaluated together share each query's full pool (``shared``), so the
+model scores it once.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from talkplay.data.schema import Message
+from talkplay.evaluate.fusion import history_key
 from talkplay.evaluate.metrics import target_metrics
 from talkplay.io import write_json
 from talkplay.recommend.constraints import CatalogTrie
@@ -64,100 +66,123 @@ class HybridConfig:
 
 @dataclass
 class Pool:
-    """One query's candidates: catalog rows and their feature matrix."""
+    """One query's candidates: catalog rows, where each came from, and their features."""
 
     rows: np.ndarray
     """int64 [n] catalog rows."""
     features: np.ndarray
-    """float64 [n, len(FEATURES)], normalised per query (0 for a left-out component)."""
+    """float64 [n, len(FEATURES)], normalised per query (see the module docstring)."""
+    sources: np.ndarray
+    """bool [n, len(SOURCES)]: which sources proposed each candidate."""
     fill: np.ndarray | None = None
-    """int64 catalog rows by the first retriever's score (BM25), to continue a ranking past
-    the pool."""
+    """int64 catalog rows by BM25 score, to continue a ranking past the pool."""
+
+    def without(self, left_out: list[str]) -> Pool:
+        """The pool an ablation sees: candidates only the left-out sources proposed are gone
+        ("lm" also removes the beam's proposals)."""
+        drop = {"beam" if f == "lm" else f for f in left_out}
+        keep_cols = [j for j, src in enumerate(SOURCES) if src not in drop]
+        keep = self.sources[:, keep_cols].any(axis=1) if keep_cols else np.zeros(len(self.rows), bool)
+        return Pool(self.rows[keep], self.features[keep], self.sources[keep], self.fill)
 
 
-def _scale_max(x: np.ndarray) -> np.ndarray:
-    top = float(np.max(x)) if len(x) else 0.0
+def _scale_max(x: np.ndarray, top: float) -> np.ndarray:
     return x / top if top > 0 else np.zeros_like(x)
 
 
 class HybridRecommender:
     """TalkPlay's model scores a pool drawn from its beam and the retrieval baselines."""
 
-    def __init__(self, talkplay, retrievers: dict, cfg: HybridConfig, name: str = "talkplay-hybrid"):
+    def __init__(self, talkplay, retrievers: dict, cfg: HybridConfig, name: str = "talkplay-hybrid",
+                 beam=None, shared: dict | None = None):
         """Args:
             talkplay: a ``TalkPlayRecommender`` (beam mode; ranking only is fine).
             retrievers: "bm25" / "dense" / "cooc" -> objects with ``scores(history)`` giving
-                float [n_items] in the dataset's track order, and ``ids`` (that order).
+                float [n_items] in their ``ids`` order (the dataset's tracks).
             cfg: weights, pool size, left-out components.
             name: system name (ablations get their own).
+            beam: what proposes the model's candidates (default ``talkplay``; a ``fusion.Memo``
+                around it shares the work with the talkplay-beam system).
+            shared: a dict shared by hybrids evaluated together: each query's full pool is
+                computed once and every ablation filters it (``Pool.without``).
         """
         self.tp = talkplay
+        self.beam = beam or talkplay
         self.cfg = cfg
         self.name = name
+        self.shared = shared
         self.ids = talkplay.codebook.item_ids
         self.row = talkplay.codebook.row
         self.retrievers = {}
         for key, r in retrievers.items():
-            if key in cfg.without:
-                continue
             # Retriever order -> codebook order (the same dataset; usually the identity).
             perm = np.array([self.row[t] for t in r.ids], dtype=np.int64)
             self.retrievers[key] = (r, perm)
+        used = [s for s in SOURCES if (s == "beam" and "lm" not in cfg.without)
+                or (s != "beam" and s in retrievers and s not in cfg.without)]
         self.description = (f"TalkPlay hybrid: pool of {cfg.pool} per source from "
-                            f"{', '.join(s for s in SOURCES if self._uses(s))}; model log-prob "
-                            f"of every candidate; weights {self._weights_text()} fit on "
-                            f"{cfg.fitted.get('split', 'nothing')}")
-
-    def _uses(self, source: str) -> bool:
-        return (source == "beam" and "lm" not in self.cfg.without) or source in self.retrievers
+                            f"{', '.join(used)}; model log-prob of every candidate; weights "
+                            f"{self._weights_text()} fit on {cfg.fitted.get('split', 'nothing')}")
 
     def _weights_text(self) -> str:
         return ", ".join(f"{k} {v:g}" for k, v in self.cfg.weights.items() if k not in self.cfg.without)
 
     def pool(self, history: list[Message], exclude: set[str] | None = None) -> Pool:
         """The candidates of one query and their features (see the module docstring)."""
+        if self.shared is None:
+            return self._full_pool(history, exclude, self.cfg.without).without(self.cfg.without)
+        key = history_key(history, exclude)
+        if key not in self.shared:
+            self.shared[key] = self._full_pool(history, exclude, [])
+        return self.shared[key].without(self.cfg.without)
+
+    def _full_pool(self, history: list[Message], exclude: set[str] | None,
+                   skip: list[str]) -> Pool:
         n = len(self.ids)
         banned = {self.row[t] for t in (exclude or ()) if t in self.row}
         if self.tp.cfg.exclude_seen:
-            banned |= {self.row[m.content] for m in history if m.role == "music" and m.content in self.row}
+            banned |= {self.row[m.content] for m in history
+                       if m.role == "music" and m.content in self.row}
         full: dict[str, np.ndarray] = {}
         for key, (r, perm) in self.retrievers.items():
+            if key in skip:
+                continue
             s = np.zeros(n)
             s[perm] = r.scores(history)
             full[key] = s
-        chosen: dict[int, None] = {}
-        use_lm = "lm" not in self.cfg.without
-        state = None
+        proposed: dict[int, set[str]] = {}
+        use_lm = "lm" not in skip
         if use_lm:
-            prompt, _ = self.tp.prompt(history)
-            state = self.tp._prompt_state(prompt)
-            beams = beam_music_block(self.tp.model, state, self.tp.trie, self.tp.table,
-                                     max(self.tp.cfg.num_beams, 1))
-            for r_, _ in self.tp._beam_ranking(beams, self.cfg.pool, banned):
-                chosen.setdefault(int(r_), None)
+            rec = self.beam.recommend(history, k=self.cfg.pool, exclude=exclude)
+            for t in rec.tracks:
+                if t.track_id in self.row and self.row[t.track_id] not in banned:
+                    proposed.setdefault(self.row[t.track_id], set()).add("beam")
         for key, s in full.items():
             taken = 0
             for r_ in np.argsort(-s, kind="stable"):
                 if taken >= self.cfg.pool or (key != "dense" and s[r_] <= 0):
                     break  # BM25 / cooc: a zero score is no evidence
                 if int(r_) not in banned:
-                    chosen.setdefault(int(r_), None)
+                    proposed.setdefault(int(r_), set()).add(key)
                     taken += 1
-        rows = np.fromiter(chosen, dtype=np.int64)
+        rows = np.fromiter(proposed, dtype=np.int64, count=len(proposed))
+        sources = np.array([[src in proposed[int(r_)] for src in SOURCES] for r_ in rows],
+                           dtype=bool).reshape(len(rows), len(SOURCES))
         feats = np.zeros((len(rows), len(FEATURES)))
-        fill = np.argsort(-next(iter(full.values())), kind="stable") if full else None
-        if len(rows) == 0:
-            return Pool(rows, feats, fill)
-        if use_lm:
-            feats[:, 0] = self._lm_scores(state, rows)
+        fill = np.argsort(-full["bm25"], kind="stable") if "bm25" in full else None
+        if len(rows) and use_lm:
+            prompt, _ = self.tp.prompt(history)
+            feats[:, 0] = self._lm_scores(self.tp._prompt_state(prompt), rows)
         for j, key in enumerate(FEATURES[1:], start=1):
-            if key in full:
+            if key in full and len(rows):
+                # dense: the cosine itself; bm25 / cooc: relative to the catalog's best.
                 vals = full[key][rows]
-                feats[:, j] = vals if key == "dense" else _scale_max(vals)
-        return Pool(rows, feats, fill)
+                feats[:, j] = vals if key == "dense" else _scale_max(vals, float(full[key].max()))
+        return Pool(rows, feats, sources, fill)
 
     def _lm_scores(self, state, rows: np.ndarray) -> np.ndarray:
-        """Log-probability of each row's music block, minus the pool's best (<= 0)."""
+        """Log-probability of each row's music block, minus the pool's best (<= 0; a shift
+        common to every candidate of a query leaves the ranking unchanged)."""
         codes = self.tp.codebook.codes[rows]  # [n, 5]
         uniq, inverse = np.unique(codes, axis=0, return_inverse=True)
         beams = beam_music_block(self.tp.model, state, CatalogTrie(uniq), self.tp.table,
