@@ -80,7 +80,7 @@ def cpcd(
         min=0.0, max=1.0, help="Share of --train dialogs held out as valid.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the random hold-out.")] = 0,
     tracks: Annotated[Path | None, typer.Option(
-        "--tracks", help="CPCD track corpus JSONL (cpcd_v1.tracks.jsonl): rank the whole corpus "
+        "--track-corpus", help="CPCD track corpus JSONL (cpcd_v1.tracks.jsonl): rank the whole corpus "
                          "instead of the dialogs' own track lists.")] = None,
     skip_invalid: SkipInvalid = False,
 ) -> None:

@@ -21,12 +21,15 @@ KS = "1,5,10,20,100"
 TALKPLAY_MODES = {"talkplay": None, "talkplay-paper": "paper", "talkplay-beam": "beam"}
 
 
-def build_talkplay(run: Path | None, name: str, keep_history: bool = False):
+def build_talkplay(run: Path | None, name: str, keep_history: bool = False,
+                   max_prompt_tokens: int | None = None):
     """TalkPlayRecommender from a run directory, ranking only (no reply text).
 
     Args:
         run: the fine-tuned run directory.
         name: "talkplay" (the run's saved mode), "talkplay-paper" or "talkplay-beam".
+        max_prompt_tokens: longest prompt before old turns are dropped (None: the training
+            context minus 64, as in training).
         keep_history: allow recommending tracks already played (``exclude_seen=False``), as
             ``--keep-history`` does for the baselines.
     Returns:
@@ -40,7 +43,7 @@ def build_talkplay(run: Path | None, name: str, keep_history: bool = False):
 
     # Evaluation ranks tracks only: a reply per target would cost most of the time, unused.
     rec = load_talkplay(run, mode=TALKPLAY_MODES[name], with_reply=False,
-                        exclude_seen=not keep_history)
+                        exclude_seen=not keep_history, max_prompt_tokens=max_prompt_tokens)
     rec.name = name
     return rec
 
@@ -95,7 +98,8 @@ def build_hybrid(ds: Dataset, name: str, part, run: Path | None, *, protocol: st
 
 def build_systems(ds: Dataset, names: list[str], run: Path | None, options,
                   keep_history: bool = False, *, protocol: str = "auto",
-                  fit_limit: int | None = None, refit: bool = False) -> tuple[dict, dict[str, float]]:
+                  fit_limit: int | None = None, refit: bool = False,
+                  max_prompt_tokens: int | None = None) -> tuple[dict, dict[str, float]]:
     """Build each named system; returns (systems, build seconds per system).
 
     Components shared by the hybrids and fusions (the retrieval baselines and one TalkPlay beam
@@ -111,7 +115,7 @@ def build_systems(ds: Dataset, names: list[str], run: Path | None, options,
             if key == "pools":  # the hybrids' shared per-query pools
                 parts[key] = {}
             elif key in TALKPLAY_MODES:  # remembered: talkplay-beam, rrf and hybrids share it
-                parts[key] = Memo(build_talkplay(run, key, keep_history))
+                parts[key] = Memo(build_talkplay(run, key, keep_history, max_prompt_tokens))
             else:
                 parts[key] = SYSTEMS[key](ds, options)
         return parts[key]
@@ -126,7 +130,8 @@ def build_systems(ds: Dataset, names: list[str], run: Path | None, options,
             elif name in FUSIONS:
                 built = RRFRecommender({k: part(k) for k in FUSIONS[name]}, name=name)
             elif name in TALKPLAY_MODES:
-                built = part(name) if name == "talkplay-beam" else build_talkplay(run, name, keep_history)
+                built = (part(name) if name == "talkplay-beam"
+                         else build_talkplay(run, name, keep_history, max_prompt_tokens))
             else:
                 built = part(name)
             systems[name] = built
@@ -172,6 +177,9 @@ def evaluate(
         help="(paper protocol) allow recommending tracks already in the history.")] = False,
     fit_limit: Annotated[int | None, typer.Option(
         min=1, help="talkplay-hybrid: valid conversations its weights are fit on (default: all).")] = None,
+    max_prompt_tokens: Annotated[int | None, typer.Option(
+        min=16, help="TalkPlay systems: longest prompt before the oldest turns are dropped "
+                     "(default: the training context minus 64).")] = None,
     refit: Annotated[bool, typer.Option(
         help="talkplay-hybrid: fit the weights again even if RUN/hybrid.json has them.")] = False,
 ) -> None:
@@ -198,7 +206,8 @@ def evaluate(
         options = BaselineOptions(decay=decay, track_weight=track_weight, text_model=text_model,
                                   clap_model=clap_model)
         built, build_seconds = build_systems(ds, names, run, options, keep_history,
-                                             protocol=protocol, fit_limit=fit_limit, refit=refit)
+                                             protocol=protocol, fit_limit=fit_limit, refit=refit,
+                                             max_prompt_tokens=max_prompt_tokens)
         with progress_bar() as bar:
             tasks: dict[str, int] = {}
 
