@@ -1,6 +1,6 @@
 """Claim: how long TalkPlay (SmolLM2, CPU) takes to rank a top-100 for one conversation turn, per
-decoding mode, beside the BM25 and dense baselines on the same turns; and what reusing the KV cache
-of the previous turn's prompt saves.
+decoding mode, beside the BM25 and dense baselines on the same turns; what reusing the KV cache
+of the previous turn's prompt saves; and what ``talkplay-hybrid`` costs beside beam mode.
 
     .venv/bin/python benchmarks/recommend_latency.py [--run RUN --data DIR] [--turns 24]
         [--reply-turns 8] [--conversations 40] [--cache-turns 24] [--threads N]
@@ -21,8 +21,13 @@ conversation's turns in order, as a chat replays them). Per system the same turn
 - TalkPlay modes: paper and beam, without reply (evaluation) and with reply (chat), each with the
   prefix cache (default) and, for the no-reply modes, without it (``cache_size=0``). Rankings are
   checked to be identical with and without the cache.
+- Hybrid: bm25, talkplay-beam and ``talkplay-hybrid`` replayed again, alternating turn by turn,
+  with nothing shared: the hybrid has its own beam recommender (no ``fusion.Memo``, so its time
+  includes its own beam search), its own bm25 / dense / cooc and no shared pools. Its weights
+  are RUN/hybrid.json's "talkplay-hybrid" entry when there is one, else ``HybridConfig()``'s.
+  Ratios in this table are against talkplay-beam's median.
 
-Every ratio is against bm25 measured in this same process.
+Every other ratio is against bm25 measured in this same process.
 """
 
 from __future__ import annotations
@@ -159,26 +164,70 @@ def talkplay_variant(base, mode: str, with_reply: bool, cache_size: int):
     return rec
 
 
+def alternate(systems: list, turns: list) -> list[Measured]:
+    """Replay ``turns`` with every system, alternating them turn by turn so that all see the
+    same load on a shared machine."""
+    out = [Measured(s.name, [], 0.0) for s in systems]
+    for t in turns:
+        for s, m in zip(systems, out, strict=True):
+            one = replay(s.name, s, [t])
+            m.seconds += one.seconds
+            m.rankings += one.rankings
+            m.total += one.total
+    return out
+
+
 def measure_talkplay(base, mode: str, with_reply: bool, turns: list,
                      cache_sizes: tuple[int, ...] = (8,)) -> list[Measured]:
-    """Replay ``turns`` with one recommender per cache size, alternating them turn by turn so
-    that both see the same load on a shared machine; each keeps its own cache."""
+    """Replay ``turns`` with one recommender per cache size (``alternate``); each keeps its
+    own cache."""
     recs = [talkplay_variant(base, mode, with_reply, c) for c in cache_sizes]
     for rec in recs:
         rec.recommend(turns[0].history, k=10)  # warm-up (lazy initialisation), then a cold cache
         rec.clear_cache()
-    out = [Measured(rec.name, [], 0.0) for rec in recs]
-    for t in turns:
-        for rec, m in zip(recs, out, strict=True):
-            one = replay(rec.name, rec, [t])
-            m.seconds += one.seconds
-            m.rankings += one.rankings
-            m.total += one.total
+    out = alternate(recs, turns)
     for rec, m in zip(recs, out, strict=True):
         if rec.cache_size:
             st = rec.cache_stats
             m.note = f"reused {st['reused_tokens'] / max(st['prompt_tokens'], 1):.0%} of prompt tokens"
     return out
+
+
+def measure_hybrid(base, ds, run: Path, bm25, turns: list) -> tuple[list[Measured], str]:
+    """bm25, talkplay-beam and talkplay-hybrid on ``turns`` (``alternate``), sharing no cache.
+
+    The hybrid is assembled as ``talkplay evaluate`` does, but with a fresh beam recommender
+    (no ``fusion.Memo``), its own retrievers and ``shared=None``.
+    Returns:
+        The three rows, and where the hybrid's weights came from with its description.
+    """
+    from talkplay.evaluate.baselines import SYSTEMS, BaselineOptions
+    from talkplay.evaluate.hybrid import HYBRID_FILE, HybridConfig, HybridRecommender, load_config
+
+    cfg = load_config(run, "talkplay-hybrid")
+    source = (f"weights from {run / HYBRID_FILE}" if cfg else
+              f"default HybridConfig() weights (no talkplay-hybrid entry in {run / HYBRID_FILE})")
+    retrievers = {k: SYSTEMS[k](ds, BaselineOptions()) for k in ("bm25", "dense", "cooc")}
+    beam = talkplay_variant(base, "beam", False, 8)
+    hybrid = HybridRecommender(talkplay_variant(base, "beam", False, 8), retrievers,
+                               cfg or HybridConfig(), shared=None)
+    for rec in (beam, hybrid):
+        rec.recommend(turns[0].history, k=10)  # warm-up, then cold caches
+    beam.clear_cache()
+    hybrid.tp.clear_cache()
+    retrievers["dense"].embed.memo.clear()
+    return alternate([bm25, beam, hybrid], turns), f"{source}; {hybrid.description}"
+
+
+def hybrid_table(rows: list[Measured]) -> Table:
+    t = Table(title="talkplay-hybrid beside talkplay-beam, one turn (ms)")
+    for col in ("system", "turns", "median ms", "p95 ms", "median / beam"):
+        t.add_column(col, justify="left" if col == "system" else "right")
+    beam = next(r for r in rows if r.name == "talkplay-beam")
+    for r in rows:
+        t.add_row(r.name, str(len(r.seconds)), f"{r.median() * 1e3:.1f}", f"{r.p95() * 1e3:.1f}",
+                  f"{r.median() / beam.median():.3g}x")
+    return t
 
 
 def table(rows: list[Measured], bm25: Measured) -> Table:
@@ -284,6 +333,9 @@ def run_benchmark(args: argparse.Namespace, console: Console) -> None:
         console.print(f"prefix cache, {mode}: {med:.2f}x faster median turn, {tot:.2f}x total "
                       f"over the replay; rankings {'identical' if same else 'DIFFERENT'} with "
                       "and without it")
+    side, source = measure_hybrid(base, ds, args.run, bm25, turns)
+    console.print(hybrid_table(side))
+    console.print(f"talkplay-hybrid: {source}")
 
 
 if __name__ == "__main__":
