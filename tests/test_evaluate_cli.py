@@ -278,3 +278,24 @@ def test_hybrid_ablations_share_one_pool_and_drop_only_their_sources(tiny_run, m
     first = beam.recommend(target.history, k=8, exclude=set(target.exclude))
     again = beam.recommend(target.history, k=3, exclude=set(target.exclude))
     assert [t.track_id for t in again.tracks] == [t.track_id for t in first.tracks[:3]]
+
+
+def test_the_fitted_hybrid_is_served_with_a_reply_and_refused_before_fitting(tiny_run, tmp_path):
+    from talkplay.data.errors import DataError
+    from talkplay.data.schema import Message
+    from talkplay.serve.loading import load_recommender
+
+    data, run = tiny_run
+    if not (run / "hybrid.json").exists():  # fit once (the CLI test above may have run first)
+        res = runner.invoke(app, ["evaluate", "--data", str(data), "--run", str(run), "--systems",
+                                  "talkplay-hybrid", "--split", "valid", "--limit", "1",
+                                  "--fit-limit", "1", "--out", str(tmp_path / "fit")])
+        assert res.exit_code == 0, res.output
+    rec, ds = load_recommender(run, "talkplay-hybrid")
+    out = rec.recommend([Message("user", "something upbeat")], k=5)
+    assert len(out.tracks) == 5 and isinstance(out.reply, str) and out.info["why"]
+    bare = tmp_path / "bare"
+    shutil.copytree(run, bare)
+    (bare / "hybrid.json").unlink()
+    with pytest.raises(DataError, match="no fitted weights"):
+        load_recommender(bare, "talkplay-hybrid")

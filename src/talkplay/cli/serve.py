@@ -13,7 +13,8 @@ from talkplay.data.errors import DataError
 
 RunOpt = Annotated[Path | None, typer.Option("--run", help="Fine-tuned TalkPlay run directory.")]
 SystemOpt = Annotated[str | None, typer.Option(
-    "--system", help="Serve a baseline instead: popularity, bm25, dense, cooc or clap.")]
+    "--system", help="Serve a baseline instead (popularity, bm25, dense, cooc, clap; needs "
+                     "--data), or with --run the run's talkplay-hybrid (weights fit by evaluate).")]
 DataOpt = Annotated[Path | None, typer.Option(
     "--data", "-d", help="Dataset directory (default: the one the run was trained on).")]
 

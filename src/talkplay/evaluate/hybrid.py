@@ -27,17 +27,19 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from talkplay.data.schema import Message
 from talkplay.evaluate.fusion import history_key
 from talkplay.evaluate.metrics import target_metrics
 from talkplay.io import write_json
 from talkplay.recommend.constraints import CatalogTrie
-from talkplay.recommend.engine import beam_music_block
+from talkplay.recommend.engine import beam_music_block, copy_state, extend
 from talkplay.recommend.protocol import Recommendation, ScoredTrack
 
 log = logging.getLogger(__name__)
@@ -217,7 +219,18 @@ class HybridRecommender:
                     break
                 if int(r_) not in taken:
                     tracks.append(ScoredTrack(self.ids[int(r_)], floor))
-        return Recommendation(tracks, info={"why": why, "pool": int(len(pool.rows))})
+        reply = self._reply(history, tracks[0].track_id) if tracks and self.tp.with_reply else ""
+        return Recommendation(tracks, reply=reply, info={"why": why, "pool": int(len(pool.rows))})
+
+    def _reply(self, history: list[Message], track_id: str) -> str:
+        """The model's reply after the music block of the hybrid's first track."""
+        prompt, _ = self.tp.prompt(history)
+        state = copy_state(self.tp._prompt_state(prompt))
+        codes = self.tp.codebook.codes_of(track_id)
+        after = extend(self.tp.model, state, self.tp.vocab.ids(codes)[1:])
+        generator = torch.Generator().manual_seed(
+            int(self.tp.cfg.seed) + zlib.crc32(np.asarray(prompt, dtype=np.int64).tobytes()))
+        return self.tp._reply(after, generator)
 
 
 def fit_weights(hybrid: HybridRecommender, targets, cluster_of: dict[str, str],

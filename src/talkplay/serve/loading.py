@@ -36,13 +36,17 @@ def load_recommender(run: Path | None = None, system: str | None = None,
 
     Args:
         run: a fine-tuned run directory (TalkPlay); its manifest names the dataset.
-        system: a baseline name (popularity, bm25, dense, cooc, clap); needs ``data``.
+        system: a baseline name (popularity, bm25, dense, cooc, clap); needs ``data``. Or
+            "talkplay-hybrid" (with ``run``): its weights come from RUN/hybrid.json, written by
+            ``talkplay evaluate --systems talkplay-hybrid`` (fit on the valid split).
         data: the dataset directory (overrides the run's).
     Returns:
         ``(recommender, dataset)``.
     Raises:
         DataError: neither or both of run/system, unknown system, missing data.
     """
+    if system is not None and system.startswith("talkplay-hybrid"):
+        return _load_hybrid(run, system, data)
     if (run is None) == (system is None):
         raise DataError("give either --run RUN (TalkPlay) or --system NAME --data DIR (baseline)")
     if system is not None:
@@ -60,3 +64,21 @@ def load_recommender(run: Path | None = None, system: str | None = None,
         return load_talkplay(run), ds
     log.debug("indexing %d tracks for %s", len(ds.tracks), system)
     return SYSTEMS[system](ds), ds
+
+
+def _load_hybrid(run: Path | None, system: str, data: Path | None) -> tuple[Recommender, Dataset]:
+    """The hybrid of ``run`` with its saved weights and the baselines over the run's dataset."""
+    from talkplay.evaluate.baselines import SYSTEMS
+    from talkplay.evaluate.hybrid import HYBRID_FILE, HybridRecommender, load_config
+    from talkplay.recommend.recommender import load_talkplay
+
+    if run is None:
+        raise DataError(f"--system {system} needs --run RUN (the fine-tuned run it builds on)")
+    cfg = load_config(run, system)
+    if cfg is None:
+        raise DataError(f"no fitted weights for {system}; fit them on the valid split with "
+                        f"`talkplay evaluate --run {run} --systems {system} ...` first",
+                        file=str(Path(run) / HYBRID_FILE))
+    ds = read_dataset(data if data is not None else run_data_dir(run))
+    retrievers = {k: SYSTEMS[k](ds) for k in ("bm25", "dense", "cooc")}
+    return HybridRecommender(load_talkplay(run), retrievers, cfg, name=system), ds
