@@ -57,11 +57,12 @@ def test_evaluate_paper_protocol_writes_reports(tmp_path):
     assert pop["micro"]["mrr"] == (1 / 3 + 1 + 1 / 2 + 1 / 3) / 4
     md = (out / "results.md").read_text()
     assert "| bm25 | 1.0000 |" in md and "MRR by turn index" in md and "Warm / cold" in md
-    # The first system against the others, paired on the same targets.
-    [cmp] = results["comparisons"]
-    assert (cmp["a"], cmp["b"]) == ("bm25", "popularity")
+    # The first system against the others, paired on the same targets, on MRR and Hit@10.
+    cmp, hit10 = results["comparisons"]
+    assert (cmp["a"], cmp["b"], cmp["metric"]) == ("bm25", "popularity", "mrr")
     assert cmp["diff"] == pytest.approx(1.0 - pop["micro"]["mrr"]) and cmp["p_a_better"] == 1.0
-    assert "| bm25 - popularity | +0.4583 |" in md
+    assert "| bm25 - popularity | mrr | +0.4583 |" in md
+    assert hit10["metric"] == "hit@10" and hit10["diff"] == pytest.approx(0.0)
     assert (out / "mrr_by_turn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lines = [json.loads(x) for x in (out / "bm25.predictions.jsonl").read_text().splitlines()]
     assert [x["docid"] for x in lines] == ["c1:1", "c1:4", "c2:1", "c2:4"]

@@ -108,10 +108,12 @@ def warm_cold_table(results: dict) -> str:
 
 
 def comparison_table(results: dict) -> str:
-    """Markdown: the first system's MRR minus each other system's, with its 95% interval."""
-    rows = ["| A - B | MRR difference | 95% interval | resamples with A ahead |", "|---|---|---|---|"]
+    """Markdown: paired differences (first system minus each other, each minus bm25) with 95%
+    intervals."""
+    rows = ["| A - B | metric | difference | 95% interval | resamples with A ahead |",
+            "|---|---|---|---|---|"]
     for c in results.get("comparisons", []):
-        rows.append(f"| {c['a']} - {c['b']} | {c['diff']:+.4f} | "
+        rows.append(f"| {c['a']} - {c['b']} | {c.get('metric', 'mrr')} | {c['diff']:+.4f} | "
                     f"[{c['low']:+.4f}, {c['high']:+.4f}] | {c['p_a_better']:.3f} |")
     return "\n".join(rows)
 
@@ -140,6 +142,14 @@ def markdown(results: dict) -> str:
             rows.append(f"| {n} | {m['generated']} | {_f(m['exact_share'])} | "
                         f"{_f(m.get('warm_rate'))} | {_f(m.get('cold_rate'))} |")
         parts += ["## Token matching (generated tuples vs catalog)", "\n".join(rows)]
+    cuts = {n: r["prompt_cut_share"] for n, r in results["systems"].items() if "prompt_cut_share" in r}
+    notes = [f"- {n}: {_f(v)} of the prompts dropped the oldest turns to fit the prompt budget"
+             for n, v in cuts.items()]
+    if results.get("dropped_assistant_messages"):
+        notes.append(f"- {results['dropped_assistant_messages']} assistant messages that named the "
+                     "next target track were removed from the histories (every system alike)")
+    if notes:
+        parts += ["## Inputs", "\n".join(notes)]
     parts += ["## Systems", "\n".join(f"- {n}: {r['description']}"
                                       for n, r in results["systems"].items())]
     return "\n\n".join(parts) + "\n"

@@ -155,12 +155,17 @@ def evaluate(dataset: Dataset, systems: dict[str, Recommender], *, protocol: str
         if out_dir is not None:
             suffix = "cpcd.jsonl" if name == "cpcd" else "predictions.jsonl"
             write_predictions(Path(out_dir) / f"{sys_name}.{suffix}", targets, rankings)
-    # The first system against each other one, on the same targets (paired bootstrap).
+    # Paired bootstrap on the same targets: the first system against each other one, and every
+    # other system against bm25 when it was evaluated; MRR, and Hit@10 when 10 is a cut-off.
     names = list(all_scored)
+    pairs = [(names[0], other) for other in names[1:]]
+    if names[0] != "bm25" and "bm25" in names:
+        pairs += [(n, "bm25") for n in names[1:] if n != "bm25"]
+    metrics = ["mrr"] + (["hit@10"] if 10 in ks else [])
     results["comparisons"] = [
-        {"a": names[0], "b": other, "metric": "mrr",
-         **paired_bootstrap(all_scored[names[0]], all_scored[other], metric="mrr")}
-        for other in names[1:]]
+        {"a": a, "b": b, "metric": metric,
+         **paired_bootstrap(all_scored[a], all_scored[b], metric=metric)}
+        for a, b in pairs for metric in metrics]
     if out_dir is not None:
         write_report(results, Path(out_dir))
     return results
