@@ -48,6 +48,8 @@ FEATURES: tuple[str, ...] = ("lm", "bm25", "dense", "cooc")
 SOURCES: tuple[str, ...] = ("beam", "bm25", "dense", "cooc")
 """Where pool candidates come from."""
 HYBRID_FILE = "hybrid.json"
+BEAM_DEPTH = 200
+"""Tracks asked of the beam (the pool takes its first ``pool``; the rest serve a Memo)."""
 GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 """Values coordinate ascent tries for each weight."""
 
@@ -155,8 +157,9 @@ class HybridRecommender:
         proposed: dict[int, set[str]] = {}
         use_lm = "lm" not in skip
         if use_lm:
-            rec = self.beam.recommend(history, k=self.cfg.pool, exclude=exclude)
-            for t in rec.tracks:
+            # Ask as deep as the evaluation and rrf do, so a Memo'd beam runs once per query.
+            rec = self.beam.recommend(history, k=BEAM_DEPTH, exclude=exclude)
+            for t in rec.tracks[:self.cfg.pool]:
                 if t.track_id in self.row and self.row[t.track_id] not in banned:
                     proposed.setdefault(self.row[t.track_id], set()).add("beam")
         for key, s in full.items():
