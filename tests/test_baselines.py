@@ -41,6 +41,9 @@ def test_track_text_and_query_weights():
                  key="A minor", lyrics="The rain falls, rain on the river. River rain, home.")
     assert track_text(full) == ("Rain Song by Band folk 2013 2010s 72 bpm slow A minor "
                                 "lyrics: rain river falls home")
+    assert track_text(full, lyric_count=0) == "Rain Song by Band folk 2013 2010s 72 bpm slow A minor"
+    bm25 = SYSTEMS["bm25"](Dataset(tracks=[full]))
+    assert bm25.text_of["x"] == track_text(full, lyric_count=0)  # chosen on validation
     hist = [Message("user", "old"), Message("music", "miles"), Message("assistant", "x"),
             Message("user", "new")]
     parts = query_parts(hist, decay=0.5, track_weight=0.5)

@@ -83,12 +83,13 @@ def tempo_words(bpm: float | None) -> str | None:
     return f"{round(bpm)} bpm {word}"
 
 
-def track_text(track: Track) -> str:
+def track_text(track: Track, lyric_count: int = LYRIC_WORDS) -> str:
     """Everything a text baseline can match: "{Title} by {Artist} from {Album} {tags} {year}
-    {decade}s {bpm} bpm {tempo word} {key} {lyric words}", missing fields left out.
+    {decade}s {bpm} bpm {tempo word} {key} lyrics: {lyric words}", missing fields left out.
 
-    Every field the dataset has is indexed (tempo, key and mode, lyric themes included), so a
-    baseline is compared at its best, not handicapped by a shorter document.
+    Every field the dataset has can be indexed (tempo, key and mode, lyric themes included),
+    so a baseline is compared at its best, not handicapped by a shorter document; each
+    baseline picks ``lyric_count`` (0 leaves the lyrics out) on the validation split.
     """
     parts = [track.title]
     if track.artists:
@@ -106,7 +107,7 @@ def track_text(track: Track) -> str:
         parts.append(tempo)
     if track.key:
         parts.append(track.key)
-    words = lyric_words(track.lyrics)
+    words = lyric_words(track.lyrics, lyric_count) if lyric_count > 0 else []
     if words:
         parts.append("lyrics: " + " ".join(words))
     return " ".join(parts)
