@@ -214,3 +214,32 @@ def test_hf_clap_code_path_on_real_audio(tmp_path, shared_data):
     assert set(ids[3:]) == {"nirvana1", "nirvana2", "adele"}  # no audio: last
     rec = clap.recommend(_user("jazz trumpet"), k=2)
     assert len(rec.tracks) == 2 and all(t.track_id in {"miles", "debussy", "daftpunk"} for t in rec.tracks)
+
+
+def test_memo_asks_deep_once_and_rrf_fuses_reciprocal_ranks():
+    from talkplay.evaluate.fusion import Memo, RRFRecommender
+    from talkplay.recommend.protocol import Recommendation, ScoredTrack
+
+    class Counting:
+        name, calls = "fixed", []
+
+        def recommend(self, history, k=10, exclude=None):
+            self.calls.append(k)
+            ids = [t.id for t in TRACKS if t.id not in (exclude or set())][:k]
+            return Recommendation([ScoredTrack(t, -i) for i, t in enumerate(ids)])
+
+    inner = Counting()
+    memo = Memo(inner, depth=50)
+    hist = _user("anything")
+    assert [t.track_id for t in memo.recommend(hist, k=2).tracks] == ["nirvana1", "nirvana2"]
+    memo.recommend(hist, k=5)
+    memo.recommend(hist, k=3, exclude={"miles"})  # another query: computed again
+    assert inner.calls == [50, 50]
+    bm25 = SYSTEMS["bm25"](_ds())
+    query = _user("Miles Davis jazz")
+    fused = RRFRecommender({"a": memo, "b": bm25}).recommend(query, k=6)
+    fixed = [t.track_id for t in memo.recommend(query, k=6).tracks]
+    lexical = [t.track_id for t in bm25.recommend(query, k=6).tracks]
+    expect = {t: 1 / (61 + fixed.index(t)) + 1 / (61 + lexical.index(t)) for t in fixed}
+    assert {t.track_id: t.score for t in fused.tracks} == pytest.approx(expect)
+    assert [t.track_id for t in fused.tracks] == sorted(expect, key=lambda t: -expect[t])

@@ -9,6 +9,10 @@ from __future__ import annotations
 from talkplay.data.schema import Message
 from talkplay.recommend.protocol import Recommendation, ScoredTrack
 
+RRF_CONSTANT = 60
+DEPTH = 200
+"""Tracks taken from each system's ranking."""
+
 
 def history_key(history: list[Message], exclude: set[str] | None) -> tuple:
     """A hashable key of one query (the messages with their feedback, and the exclusions)."""
@@ -19,11 +23,14 @@ class Memo:
     """Remembers a recommender's rankings per query, so systems built on the same component
     (talkplay-beam, rrf, the hybrid's beam proposals) compute it once per target.
 
-    A cached ranking serves any request for at most as many tracks as it holds.
+    A cached ranking serves any request for at most as many tracks as it holds; every request
+    asks the system for at least ``depth`` tracks (what rrf takes), so the first call, whoever
+    makes it, is deep enough for the others.
     """
 
-    def __init__(self, system):
+    def __init__(self, system, depth: int = DEPTH):
         self.system = system
+        self.depth = depth
         self.name = getattr(system, "name", "memo")
         self.description = getattr(system, "description", self.name)
         self._seen: dict[tuple, Recommendation] = {}
@@ -41,14 +48,11 @@ class Memo:
         key = history_key(history, exclude)
         hit = self._seen.get(key)
         if hit is None or len(hit.tracks) < k:
-            hit = self.system.recommend(history, k=k, exclude=exclude)
+            hit = self.system.recommend(history, k=max(k, self.depth), exclude=exclude)
             self._seen[key] = hit
         return Recommendation(hit.tracks[:k], hit.reply, hit.info)
 
 
-RRF_CONSTANT = 60
-DEPTH = 200
-"""Tracks taken from each system's ranking."""
 
 
 class RRFRecommender:
