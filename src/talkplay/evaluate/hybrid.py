@@ -87,7 +87,8 @@ class Pool:
         drop = {"beam" if f == "lm" else f for f in left_out}
         keep_cols = [j for j, src in enumerate(SOURCES) if src not in drop]
         keep = self.sources[:, keep_cols].any(axis=1) if keep_cols else np.zeros(len(self.rows), bool)
-        return Pool(self.rows[keep], self.features[keep], self.sources[keep], self.fill)
+        fill = None if "bm25" in drop else self.fill  # the tail past the pool is BM25's order
+        return Pool(self.rows[keep], self.features[keep], self.sources[keep], fill)
 
 
 def _scale_max(x: np.ndarray, top: float) -> np.ndarray:
