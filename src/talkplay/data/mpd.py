@@ -4,8 +4,9 @@ A slice file is ``{"info": {...}, "playlists": [{"pid", "name", "modified_at", "
 [{"pos", "track_uri", "track_name", "artist_name", "album_name", "duration_ms", ...}]}]}``.
 Slices are parsed one file at a time (a full MPD is 1,000 files of ~30 MB); only the catalog
 and the playlists' track-id lists are kept. The track id is the ``track_uri``; popularity is
-the number of *training* playlists that contain the track (counted after the split). Splits follow the paper: test (and valid)
-playlists are sampled from the latest ``modified_at`` dates (``chronological_split``).
+the number of *training* playlists that contain the track (counted after the split). Splits
+follow the paper: test (and valid) playlists are sampled from the latest ``modified_at`` dates
+(``chronological_split``).
 """
 
 from __future__ import annotations

@@ -69,6 +69,10 @@ class Playlist:
     split: str = "train"
 
 
+REJECTED = "rejected"
+"""``Message.feedback`` of a music message the user turned down."""
+
+
 @dataclass
 class Message:
     role: str

@@ -8,6 +8,12 @@ from collections import Counter
 from talkplay.data.dataset import Dataset
 
 
+def training_playlists(ds: Dataset) -> list[list[str]]:
+    """Track-id sequences of the training playlists: all that item2vec, co-occurrence and
+    popularity may learn from (valid and test playlists never count)."""
+    return [list(p.track_ids) for p in ds.playlists if p.split == "train"]
+
+
 def warm_ids(ds: Dataset) -> set[str]:
     """The one definition of a warm track: it is in a **training** playlist.
 
@@ -16,7 +22,7 @@ def warm_ids(ds: Dataset) -> set[str]:
     conversations, or in none) is cold and gets ``<|playlist-none|>``. Evaluation reports warm
     and cold results by this flag, on every dataset alike.
     """
-    return {tid for p in ds.playlists if p.split == "train" for tid in p.track_ids}
+    return {tid for ids in training_playlists(ds) for tid in ids}
 
 
 def mark_cold(ds: Dataset) -> int:
@@ -36,9 +42,8 @@ def training_popularity(ds: Dataset) -> None:
     lookup tie-break can learn from the playlists they are evaluated on.
     """
     counts: Counter[str] = Counter()
-    for p in ds.playlists:
-        if p.split == "train":
-            counts.update(set(p.track_ids))
+    for ids in training_playlists(ds):
+        counts.update(set(ids))
     for t in ds.tracks:
         t.popularity = float(counts[t.id])
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from talkplay.config import EmbedConfig
 from talkplay.data.dataset import read_dataset, write_dataset
+from talkplay.data.splits import training_playlists
 from talkplay.embed import inputs
 from talkplay.embed.registry import build_encoder, check_encoder, encoder_spec
 from talkplay.embed.store import (
@@ -155,7 +156,7 @@ def _build_playlist(ds, emb_dir, cfg, name, fp, progress) -> int:
     encoder = build_encoder("playlist", name, cfg)
     pdir = _partial(emb_dir, "playlist", {"fingerprint": fp})
     advance = progress("playlist: item2vec epochs", cfg.item2vec_epochs)
-    ids, vecs = encoder.fit(inputs.training_playlists(ds), progress=advance, workdir=pdir)
+    ids, vecs = encoder.fit(training_playlists(ds), progress=advance, workdir=pdir)
     row = {tid: i for i, tid in enumerate(ids)}
     # Dataset track order, like every other modality; tracks in no training playlist are absent.
     ordered = [t.id for t in ds.tracks if t.id in row]
@@ -248,7 +249,7 @@ def build_embeddings(data_dir: str | Path, cfg: EmbedConfig | None = None, *,
             continue
         spec = encoder_spec(m, name, cfg)
         if m == "playlist":
-            ids, items = None, inputs.training_playlists(ds)
+            ids, items = None, training_playlists(ds)
         elif m == "audio":
             ids, items, keys = inputs.audio_inputs(ds, root)
         else:

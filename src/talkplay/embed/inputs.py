@@ -94,9 +94,6 @@ def audio_inputs(ds: Dataset, root: Path) -> tuple[list[str], list[str], list[st
     return ids, paths, keys
 
 
-def training_playlists(ds: Dataset) -> list[list[str]]:
-    """Track-id sequences of the training playlists only (item2vec never sees valid/test)."""
-    return [list(p.track_ids) for p in ds.playlists if p.split == "train"]
 
 
 def fingerprint(spec: dict, items: list) -> str:

@@ -19,6 +19,14 @@ def history_key(history: list[Message], exclude: set[str] | None) -> tuple:
     return (tuple((m.role, m.content, m.feedback) for m in history), frozenset(exclude or ()))
 
 
+def prepare_all(systems, histories: list[list[Message]]) -> None:
+    """Call the optional ``prepare(histories)`` of each system (see ``evaluate.run``)."""
+    for s in systems:
+        prepare = getattr(s, "prepare", None)
+        if callable(prepare):
+            prepare(histories)
+
+
 class Memo:
     """Remembers a recommender's rankings per query, so systems built on the same component
     (talkplay-beam, rrf, the hybrid's beam proposals) compute it once per target.
@@ -39,9 +47,7 @@ class Memo:
         return getattr(self.system, attr)
 
     def prepare(self, histories: list[list[Message]]) -> None:
-        prepare = getattr(self.system, "prepare", None)
-        if callable(prepare):
-            prepare(histories)
+        prepare_all([self.system], histories)
 
     def recommend(self, history: list[Message], k: int = 10,
                   exclude: set[str] | None = None) -> Recommendation:
@@ -51,8 +57,6 @@ class Memo:
             hit = self.system.recommend(history, k=max(k, self.depth), exclude=exclude)
             self._seen[key] = hit
         return Recommendation(hit.tracks[:k], hit.reply, hit.info)
-
-
 
 
 class RRFRecommender:
@@ -66,10 +70,7 @@ class RRFRecommender:
                             f"{', '.join(systems)}")
 
     def prepare(self, histories: list[list[Message]]) -> None:
-        for s in self.systems.values():
-            prepare = getattr(s, "prepare", None)
-            if callable(prepare):
-                prepare(histories)
+        prepare_all(self.systems.values(), histories)
 
     def recommend(self, history: list[Message], k: int = 10,
                   exclude: set[str] | None = None) -> Recommendation:

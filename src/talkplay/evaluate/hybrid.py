@@ -27,19 +27,17 @@ from __future__ import annotations
 import json
 import logging
 import time
-import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from talkplay.data.schema import Message
 from talkplay.evaluate.fusion import history_key
 from talkplay.evaluate.metrics import target_metrics
 from talkplay.io import write_json
 from talkplay.recommend.constraints import CatalogTrie
-from talkplay.recommend.engine import beam_music_block, copy_state, extend
+from talkplay.recommend.engine import beam_music_block
 from talkplay.recommend.protocol import Recommendation, ScoredTrack
 
 log = logging.getLogger(__name__)
@@ -204,11 +202,16 @@ class HybridRecommender:
         vec = np.array([0.0 if f in self.cfg.without else w.get(f, 0.0) for f in FEATURES])
         return pool.features @ vec
 
+    def order(self, pool: Pool, weights: dict[str, float] | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """(indices into the pool best first, combined scores); ties by catalog row."""
+        score = self.rank(pool, weights)
+        return np.lexsort((pool.rows, -score)), score
+
     def recommend(self, history: list[Message], k: int = 10,
                   exclude: set[str] | None = None) -> Recommendation:
         pool = self.pool(history, exclude)
-        score = self.rank(pool)
-        order = np.lexsort((pool.rows, -score))
+        order, score = self.order(pool)
         tracks, why = [], {}
         for i in order[:k]:
             tid = self.ids[int(pool.rows[i])]
@@ -229,12 +232,8 @@ class HybridRecommender:
     def _reply(self, history: list[Message], track_id: str) -> str:
         """The model's reply after the music block of the hybrid's first track."""
         prompt, _ = self.tp.prompt(history)
-        state = copy_state(self.tp._prompt_state(prompt))
-        codes = self.tp.codebook.codes_of(track_id)
-        after = extend(self.tp.model, state, self.tp.vocab.ids(codes)[1:])
-        generator = torch.Generator().manual_seed(
-            int(self.tp.cfg.seed) + zlib.crc32(np.asarray(prompt, dtype=np.int64).tobytes()))
-        return self.tp._reply(after, generator)
+        return self.tp.reply_to_block(self.tp._prompt_state(prompt),
+                                      self.tp.codebook.codes_of(track_id), self.tp.generator(prompt))
 
 
 def fit_weights(hybrid: HybridRecommender, targets, cluster_of: dict[str, str],
@@ -267,7 +266,7 @@ def fit_weights(hybrid: HybridRecommender, targets, cluster_of: dict[str, str],
         for pool, t in zip(pools, targets, strict=True):
             if len(pool.rows) == 0:
                 continue
-            order = np.lexsort((pool.rows, -hybrid.rank(pool, w)))
+            order, _ = hybrid.order(pool, w)
             ranking = [ids[int(pool.rows[i])] for i in order[:100]]
             total += target_metrics(predictions=ranking, gold=t.gold, ks=(100,),
                                     cluster_of=cluster_of or None)["mrr"]

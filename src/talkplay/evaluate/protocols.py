@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 
 from talkplay.data.dataset import Dataset
-from talkplay.data.schema import Conversation, Message, Track
+from talkplay.data.schema import REJECTED, Conversation, Message, Track
 
 log = logging.getLogger(__name__)
 PROTOCOLS: tuple[str, ...] = ("paper", "cpcd")
@@ -108,7 +108,7 @@ def paper_targets(ds: Dataset, *, split: str = "test", exclude_history: bool = T
         for i, msg in enumerate(conv.messages):
             if msg.role != "music" or i in rejected:
                 continue
-            history = [Message(m.role, m.content, "rejected" if j in rejected else None)
+            history = [Message(m.role, m.content, REJECTED if j in rejected else None)
                        if m.role == "music" else m
                        for j, m in enumerate(conv.messages[:i]) if m.role != "system"]
             seen = {m.content for m in history if m.role == "music"}

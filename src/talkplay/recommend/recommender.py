@@ -172,9 +172,10 @@ class TalkPlayRecommender:
                 raise DataError(f"track {m.content!r} is not in this run's catalog (its codebook "
                                 "has no codes for it; was the run trained on another dataset?)",
                                 file=self.run)
-        limit = self.cfg.max_prompt_tokens
-        ids, dropped = fit_prompt(history, self.tokenizer, self.codebook, self.vocab,
-                                  context_length=limit + 64 if limit else self.context_length)
+        limit = self.cfg.max_prompt_tokens  # None: what training showed (context - reserve)
+        budget = {"context_length": limit, "reserve": 0} if limit else {
+            "context_length": self.context_length}
+        ids, dropped = fit_prompt(history, self.tokenizer, self.codebook, self.vocab, **budget)
         return ids + [self.vocab.start], {"prompt_tokens": len(ids) + 1, "prompt_cut": dropped > 0}
 
     @torch.inference_mode()
@@ -187,9 +188,7 @@ class TalkPlayRecommender:
         rows_out = np.array([self.codebook.row[t] for t in excluded if t in self.codebook.row],
                             dtype=np.int64)
         prompt, prompt_info = self.prompt(history)
-        # Seeded per prompt: the same history gives the same answer whatever came before.
-        generator = torch.Generator().manual_seed(
-            int(self.cfg.seed) + zlib.crc32(np.asarray(prompt, dtype=np.int64).tobytes()))
+        generator = self.generator(prompt)
         state = self._prompt_state(prompt)
         if self.mode == "paper":
             # Sampling advances its state in place: never hand it the cached one.
@@ -204,18 +203,36 @@ class TalkPlayRecommender:
                                      max(self.cfg.num_beams, 1))  # leaves ``state`` unchanged
             codes = beams[0][0]
             ranked = self._beam_ranking(beams, k, set(rows_out.tolist()))
-            after = state
-            if self.with_reply:  # the chosen block, then <end_of_music>, in one forward
-                after = extend(self.model, copy_state(state) if self.cache_size else state,
-                               self.vocab.ids(codes)[1:])
+            after = None  # the reply follows the chosen block (``reply_to_block``)
         exact = self.index.exact(codes)
         info = {**prompt_info, "codes": [list(codes)], "exact_match": [len(exact) > 0],
                 "matched_ids": [self.codebook.item_ids[int(exact[0])] if len(exact) else None],
                 "mode": self.mode}
         tracks = [ScoredTrack(self.codebook.item_ids[r], float(s),
                               item_text(self.codebook.codes[r].tolist())) for r, s in ranked]
-        reply = self._reply(after, generator) if self.with_reply else ""
+        reply = ""
+        if self.with_reply:
+            reply = (self._reply(after, generator) if after is not None
+                     else self.reply_to_block(state, codes, generator))
         return Recommendation(tracks=tracks[:k], reply=reply, info=info)
+
+    def generator(self, prompt: list[int]) -> torch.Generator:
+        """Seeded per prompt: the same history gives the same answer whatever came before."""
+        return torch.Generator().manual_seed(
+            int(self.cfg.seed) + zlib.crc32(np.asarray(prompt, dtype=np.int64).tobytes()))
+
+    def reply_to_block(self, state: DecodeState, codes, generator: torch.Generator) -> str:
+        """The reply after ``codes``' music block: the block and ``<end_of_music>`` go through
+        the model in one forward from the prompt ``state`` (left unchanged), then the text.
+
+        Args:
+            state: the state after the prompt (may be the cached one).
+            codes: the five codes of the chosen track.
+            generator: the prompt's seeded generator (``generator``).
+        """
+        after = extend(self.model, copy_state(state) if self.cache_size else state,
+                       self.vocab.ids(codes)[1:])
+        return self._reply(after, generator)
 
     def _prompt_state(self, prompt: list[int]) -> DecodeState:
         """The state after ``prompt``, reusing the cached state with the longest common prefix.

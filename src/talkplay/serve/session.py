@@ -23,12 +23,10 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass, field
 
-from talkplay.data.schema import Message, Track
+from talkplay.data.schema import REJECTED, Message, Track
 from talkplay.recommend.protocol import Recommendation, Recommender
 
 LIKE, SKIP = "like", "skip"
-SKIPPED = "rejected"
-"""``Message.feedback`` of a played track the user skipped."""
 ACTIONS = (LIKE, SKIP)
 
 
@@ -131,7 +129,7 @@ class ChatSession:
             text = "Not this one, please. Something else."
             # The played track stays in the history (the model was trained on rejections shown
             # in context), marked so that retrieval baselines do not take it as evidence.
-            history = [Message("music", m.content, SKIPPED) if m.role == "music"
+            history = [Message("music", m.content, REJECTED) if m.role == "music"
                        and m.content == track_id else m for m in history]
         else:
             # Only the title: naming the artist would read as a request for more of them.

@@ -39,8 +39,8 @@ class BM25Recommender:
         self.text_of = dict(zip(ids, texts, strict=True))
         self.retriever = bm25s.BM25(k1=1.5, b=0.75)
         self.retriever.index(_tokens(texts), show_progress=False)
-        self.description = (f"BM25 (bm25s, k1=1.5, b=0.75) over title/artist/album/tags/year/tempo/key; query = "
-                            f"user turns (decay {options.decay}/turn) + history tracks "
+        self.description = (f"BM25 (bm25s, k1=1.5, b=0.75) over title/artist/album/tags/year/"
+                            f"tempo/key; query = user turns (decay {options.decay}/turn) + history tracks "
                             f"(x{options.track_weight})")
 
     def scores(self, history: list[Message]) -> np.ndarray:

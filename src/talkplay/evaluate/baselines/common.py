@@ -7,8 +7,8 @@ track already in the conversation is a track part of weight ``track_weight * dec
 (a = user turns after it, minus one: the tracks that answered the previous request are as
 fresh as the latest request, which usually refers to them: "more like that"). Only tracks the
 user accepted count: a track the user rejected (``Message.feedback == "rejected"``) is never
-evidence (it stays excluded from the results by the caller). Assistant text is left out: in synthetic conversations it
-mostly describes tracks already shown, and the tracks themselves enter as track parts.
+evidence (it stays excluded from the results by the caller). Assistant text is left out: in
+synthetic conversations it mostly describes tracks already shown, and the tracks themselves enter as track parts.
 This follows the "recent turns matter most, liked items are evidence" practice of CPCD's and
 TalkPlay's query-rewriting baselines while staying training-free. Systems score each part and
 sum the weighted scores (BM25) or average the weighted embeddings (dense).
@@ -22,11 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from talkplay.data.schema import Message, Track
+from talkplay.data.conversations.describe import decade
+from talkplay.data.schema import REJECTED, Message, Track
 from talkplay.recommend.protocol import Recommendation, ScoredTrack
-
-REJECTED = "rejected"
-"""``Message.feedback`` of a track the user turned down."""
 
 
 @dataclass
@@ -100,8 +98,7 @@ def track_text(track: Track, lyric_count: int = LYRIC_WORDS) -> str:
     if tags:
         parts.append(" ".join(tags))
     if track.year:
-        parts.append(f"{track.year} {track.year // 10 * 10 % 100:02d}s"
-                     if track.year < 2000 else f"{track.year} {track.year // 10 * 10}s")
+        parts.append(f"{track.year} {decade(track.year)[1]}")  # "1994 90s", "2013 2010s"
     tempo = tempo_words(track.tempo)
     if tempo:
         parts.append(tempo)

@@ -17,6 +17,7 @@ from scipy import sparse
 
 from talkplay.data.dataset import Dataset
 from talkplay.data.schema import Message
+from talkplay.data.splits import training_playlists
 from talkplay.evaluate.baselines.bm25 import build_bm25
 from talkplay.evaluate.baselines.common import BaselineOptions, query_parts
 from talkplay.recommend.protocol import Recommendation, ScoredTrack
@@ -58,8 +59,9 @@ class CoocRecommender:
         self.description = (f"item-kNN (cosine co-occurrence over {len(playlists)} training "
                             "playlists) from the accepted tracks, BM25 for the rest")
 
-    def cooc_scores(self, history: list[Message]) -> np.ndarray:
-        """float [n_items]: weighted cosine co-occurrence with the accepted tracks."""
+    def scores(self, history: list[Message]) -> np.ndarray:
+        """float [n_items]: weighted cosine co-occurrence with the accepted tracks (without the
+        BM25 back-off: what a hybrid fuses)."""
         parts = [p for p in query_parts(history, decay=self.options.decay,
                                         track_weight=self.options.track_weight)
                  if p.track_id is not None and p.track_id in self.row_of]
@@ -72,13 +74,9 @@ class CoocRecommender:
         # sum_h w_h c_hj / sqrt(n_h n_j) = [X^T (X w)]_j / sqrt(n_j)
         return (self.xt @ (self.x @ w)) * self.inv_sqrt
 
-    def scores(self, history: list[Message]) -> np.ndarray:
-        """The co-occurrence part alone, float [n_items] (what a hybrid fuses)."""
-        return self.cooc_scores(history)
-
     def recommend(self, history: list[Message], k: int = 10,
                   exclude: set[str] | None = None) -> Recommendation:
-        cooc = self.cooc_scores(history)
+        cooc = self.scores(history)
         text = self.text.scores(history)
         order = np.lexsort((np.arange(len(self.ids)), -text, -cooc))  # cooc, then BM25, then row
         out: list[ScoredTrack] = []
@@ -102,5 +100,5 @@ def build_cooc(ds: Dataset, options: BaselineOptions | None = None) -> CoocRecom
         The recommender.
     """
     options = options or BaselineOptions()
-    train = [p.track_ids for p in ds.playlists if p.split == "train"]
-    return CoocRecommender([t.id for t in ds.tracks], train, build_bm25(ds, options), options)
+    return CoocRecommender([t.id for t in ds.tracks], training_playlists(ds),
+                           build_bm25(ds, options), options)
