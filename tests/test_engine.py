@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM, RepetitionPenaltyLogitsProcessor
 
 from talkplay.recommend.constraints import CatalogTrie
-from talkplay.recommend.engine import beam_music_block, generate_text, prefill, sample_music_block
+from talkplay.recommend.engine import (beam_music_block, generate_text, prefill, sample_music_block,
+                                       score_blocks)
 from talkplay.tokenize.grammar import MISSING
 
 K = 4
@@ -137,6 +138,30 @@ def test_narrow_beam_returns_catalog_tuples_and_leaves_a_state_untouched(model):
         assert s == pytest.approx(seq_logprob(model, PROMPT, t), abs=1e-4)
 
 
+@pytest.mark.parametrize("chunk", [1, 4, 64])
+def test_batched_block_scores_equal_brute_force_and_leave_the_state(model, chunk):
+    codes = tiny_catalog(n=11, seed=5)
+    state = prefill(model, PROMPT)
+    logits, ids = state.logits.clone(), list(state.ids)
+    scores = score_blocks(model, state, codes, TABLE, chunk=chunk)
+    for row, s in zip(codes, scores, strict=True):
+        assert s == pytest.approx(seq_logprob(model, PROMPT, tuple(row)), abs=1e-4)
+    assert state.ids == ids and torch.equal(state.logits, logits)
+    assert state.cache.get_seq_length() == len(PROMPT)
+    # the state still decodes as before: the beam over the same tuples agrees
+    beams = dict(beam_music_block(model, state, CatalogTrie(codes), TABLE, num_beams=len(codes)))
+    for row, s in zip(codes, scores, strict=True):
+        assert beams[tuple(int(c) for c in row)] == pytest.approx(s, abs=1e-4)
+    assert score_blocks(model, state, np.zeros((0, 5), np.int64), TABLE).shape == (0,)
+
+
+def test_batched_block_scores_refuse_a_code_without_a_token(model):
+    table = TABLE.copy()
+    table[2, 1] = -1
+    with pytest.raises(ValueError, match="no token"):
+        score_blocks(model, prefill(model, PROMPT), np.array([[0, 0, 1, 0, 0]]), table)
+
+
 def test_sampling_with_a_trie_stays_in_the_catalog(model):
     codes = tiny_catalog(n=5, seed=7)
     trie = CatalogTrie(codes)
@@ -232,6 +257,8 @@ def test_real_smollm2_beam_and_sampling():
             logp = torch.log_softmax(real(input_ids=torch.tensor([ids])).logits[0].double(), -1)
         brute = sum(float(logp[len(prompt) - 1 + m, ids[len(prompt) + m]]) for m in range(5))
         assert score == pytest.approx(brute, abs=1e-3)
+        (packed,) = score_blocks(real, prefill(real, prompt), np.array([t]), table)
+        assert packed == pytest.approx(brute, abs=1e-3)
     reply = generate_text(real, block.state, Cfg(greedy=True), stop_ids=[tok.eos_token_id],
                           max_new_tokens=3, banned_ids=table.ravel())
     assert 0 < len(reply) <= 3 and not set(reply) & set(table.ravel().tolist())

@@ -231,6 +231,8 @@ def test_hybrid_scores_its_whole_pool_with_the_model_and_says_why(tiny_run):
     from talkplay.evaluate.baselines import SYSTEMS, BaselineOptions
     from talkplay.evaluate.hybrid import FEATURES, HybridConfig, HybridRecommender
     from talkplay.evaluate.protocols import build_targets
+    from talkplay.recommend.constraints import CatalogTrie
+    from talkplay.recommend.engine import beam_music_block
     from talkplay.recommend.recommender import load_talkplay
 
     data, run = tiny_run
@@ -243,6 +245,13 @@ def test_hybrid_scores_its_whole_pool_with_the_model_and_says_why(tiny_run):
     assert 5 <= len(pool.rows) <= 20 and len(set(pool.rows.tolist())) == len(pool.rows)
     lm = pool.features[:, FEATURES.index("lm")]
     assert lm.max() == 0.0 and (lm <= 0).all() and (lm < 0).any()  # relative log-probs
+    # the beam's reused scores and the batched ones are the exact block log-probabilities
+    state = tp._prompt_state(tp.prompt(target.history)[0])
+    beams = beam_music_block(tp.model, state, CatalogTrie(tp.codebook.codes[pool.rows]), tp.table,
+                             num_beams=len(pool.rows))
+    exact = dict(beams)
+    brute = np.array([exact[tuple(int(c) for c in tp.codebook.codes[r])] for r in pool.rows])
+    assert lm == pytest.approx(brute - brute.max(), abs=1e-4)
     rec = hybrid.recommend(target.history, k=30, exclude=set(target.exclude))
     assert len(rec.tracks) == 30 and not {t.track_id for t in rec.tracks} & target.exclude
     first = rec.tracks[0]
@@ -265,7 +274,8 @@ def test_hybrid_ablations_share_one_pool_and_drop_only_their_sources(tiny_run, m
     calls = []
     real = HybridRecommender._lm_scores
     monkeypatch.setattr(HybridRecommender, "_lm_scores",
-                        lambda self, state, rows: calls.append(len(rows)) or real(self, state, rows))
+                        lambda self, state, rows, known=None: calls.append(len(rows))
+                        or real(self, state, rows, known))
     full = HybridRecommender(tp, retrievers, HybridConfig(pool=5), beam=beam, shared=shared)
     no_bm25 = HybridRecommender(tp, retrievers, HybridConfig(pool=5, without=["bm25"]),
                                 name="x", beam=beam, shared=shared)

@@ -8,8 +8,9 @@ model as the judge and widens what it judges:
    own proposals), BM25, dense retrieval and item co-occurrence (``cooc``). New tracks enter
    through text and content, not only through tokens.
 2. **Model score.** Every pooled track's music block is scored by the model: its exact
-   log-probability given the conversation, from one exhaustive beam search over a trie of the
-   pool's token tuples (the prompt is prefilled once and shared).
+   log-probability given the conversation (the beam's own scores where it reached the block,
+   the rest from ``engine.score_blocks``: their blocks packed into one forward after the shared
+   prompt cache).
 3. **Combination.** ``score = sum_c w_c * f_c`` over the components' per-query normalised
    scores (``FEATURES``): the model's log-probability relative to the pool's best, BM25 and
    cooc divided by their best score over the whole catalog, the dense cosine. The weights are fit on the
@@ -36,8 +37,7 @@ from talkplay.data.schema import Message
 from talkplay.evaluate.fusion import history_key
 from talkplay.evaluate.metrics import target_metrics
 from talkplay.io import write_json
-from talkplay.recommend.constraints import CatalogTrie
-from talkplay.recommend.engine import beam_music_block
+from talkplay.recommend.engine import score_blocks
 from talkplay.recommend.protocol import Recommendation, ScoredTrack
 
 log = logging.getLogger(__name__)
@@ -155,9 +155,11 @@ class HybridRecommender:
             full[key] = s
         proposed: dict[int, set[str]] = {}
         use_lm = "lm" not in skip
+        known: dict[tuple[int, ...], float] = {}
         if use_lm:
             # Ask as deep as the evaluation and rrf do, so a Memo'd beam runs once per query.
             rec = self.beam.recommend(history, k=BEAM_DEPTH, exclude=exclude)
+            known = {tuple(c): s for c, s in rec.info.get("beams", [])}
             for t in rec.tracks[:self.cfg.pool]:
                 if t.track_id in self.row and self.row[t.track_id] not in banned:
                     proposed.setdefault(self.row[t.track_id], set()).add("beam")
@@ -176,7 +178,7 @@ class HybridRecommender:
         fill = np.argsort(-full["bm25"], kind="stable") if "bm25" in full else None
         if len(rows) and use_lm:
             prompt, _ = self.tp.prompt(history)
-            feats[:, 0] = self._lm_scores(self.tp._prompt_state(prompt), rows)
+            feats[:, 0] = self._lm_scores(self.tp._prompt_state(prompt), rows, known)
         for j, key in enumerate(FEATURES[1:], start=1):
             if key in full and len(rows):
                 # dense: the cosine itself; bm25 / cooc: relative to the catalog's best.
@@ -184,15 +186,19 @@ class HybridRecommender:
                 feats[:, j] = vals if key == "dense" else _scale_max(vals, float(full[key].max()))
         return Pool(rows, feats, sources, fill)
 
-    def _lm_scores(self, state, rows: np.ndarray) -> np.ndarray:
+    def _lm_scores(self, state, rows: np.ndarray,
+                   known: dict[tuple[int, ...], float] | None = None) -> np.ndarray:
         """Log-probability of each row's music block, minus the pool's best (<= 0; a shift
-        common to every candidate of a query leaves the ranking unchanged)."""
+        common to every candidate of a query leaves the ranking unchanged). Blocks in ``known``
+        (the beam's own exact scores) are not scored again."""
+        known = known or {}
         codes = self.tp.codebook.codes[rows]  # [n, 5]
         uniq, inverse = np.unique(codes, axis=0, return_inverse=True)
-        beams = beam_music_block(self.tp.model, state, CatalogTrie(uniq), self.tp.table,
-                                 num_beams=len(uniq))  # exhaustive over the pool's tuples
-        logp = {tuple(c): s for c, s in beams}
-        per = np.array([logp[tuple(int(x) for x in u)] for u in uniq])
+        keys = [tuple(int(x) for x in u) for u in uniq]
+        todo = np.array([i for i, key in enumerate(keys) if key not in known], dtype=np.int64)
+        per = np.array([known.get(key, 0.0) for key in keys])
+        if len(todo):
+            per[todo] = score_blocks(self.tp.model, state, uniq[todo], self.tp.table)
         out = per[np.asarray(inverse).ravel()]
         return out - out.max()
 

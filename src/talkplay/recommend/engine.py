@@ -369,6 +369,99 @@ def beam_music_block(model, prompt: Sequence[int] | DecodeState, trie: Trie,
     return [(p, float(s)) for p, s in zip(prefixes, scores.tolist(), strict=True)]
 
 
+@torch.inference_mode()
+def score_blocks(model, state: DecodeState, codes: np.ndarray, music_ids: np.ndarray,
+                 chunk: int = 128) -> np.ndarray:
+    """Exact log-probability of each given music block after ``state``, in batched forwards.
+
+    The same quantity as an exhaustive ``beam_music_block`` restricted to ``codes`` (sum of the
+    five tokens' log-probabilities under the full softmax, ``end_id`` not included), without
+    copying the prompt's cache per candidate. The candidates' first four tokens form a prefix
+    trie; its nodes are packed into one sequence after the shared cache, each attending to the
+    prompt and to its own ancestors only (a 4-D mask; a node's position is its depth after the
+    prompt). Candidates sharing a prefix share its positions, so a pool whose tracks share
+    codes (cold tracks all carry ``<|playlist-none|>``) costs fewer tokens than 4 per track.
+    The cache is cut back to the prompt afterwards, so ``state`` is unchanged.
+
+    Args:
+        model: a Hugging Face causal LM (its attention must accept a 4-D mask: Llama, Qwen,
+            Mistral and most decoder-only models of transformers do).
+        state: the state after the prompt (ending with ``<start_of_music>``).
+        codes: int [n, 5] candidate blocks (``MISSING`` = the none token).
+        music_ids: int64 [5, K_max + 1] token-id table.
+        chunk: candidates per forward (taken in sorted order, so chunks keep shared prefixes).
+    Returns:
+        float64 [n] log-probabilities.
+    """
+    table = _table(music_ids)
+    codes = np.asarray(codes, dtype=np.int64).reshape(-1, _N)
+    tokens = table[np.arange(_N)[None, :], codes]  # [n, 5]
+    if (tokens < 0).any():
+        bad = int(np.flatnonzero((tokens < 0).any(axis=1))[0])
+        raise ValueError(f"block {codes[bad].tolist()} has a code with no token")
+    first = torch.log_softmax(state.logits.double(), -1)
+    out = first[torch.from_numpy(tokens[:, 0])].numpy().copy()
+    if not len(tokens):
+        return out
+    if not hasattr(state.cache, "crop"):  # legacy caches cannot be cut back: one at a time
+        for i, c in enumerate(codes):
+            (_, out[i]), = beam_music_block(model, state, _Only(c), table, num_beams=1)
+        return out
+    order = np.lexsort(tokens[:, ::-1].T)  # sorted rows: neighbours share prefixes
+    for lo in range(0, len(order), chunk):
+        rows = order[lo:lo + chunk]
+        out[rows] += _trie_scores(model, state, tokens[rows])
+    return out
+
+
+def _trie_scores(model, state: DecodeState, tokens: np.ndarray) -> np.ndarray:
+    """log p(tokens[:, 1:] | state, tokens[:, :1]) per row: one forward over the prefix trie."""
+    nodes: dict[tuple[int, ...], int] = {}  # prefix (1..4 tokens) -> packed index
+    parent, depth, last = [], [], []
+    for row in tokens:
+        for d in range(1, _N):
+            key = tuple(int(x) for x in row[:d])
+            if key not in nodes:
+                nodes[key] = len(parent)
+                parent.append(nodes[key[:-1]] if d > 1 else -1)
+                depth.append(d - 1)
+                last.append(key[-1])
+    q = len(parent)
+    allowed = torch.eye(q, dtype=torch.bool)  # node i sees node j: j is i or an ancestor of i
+    for i in range(q):
+        if parent[i] >= 0:
+            allowed[i] |= allowed[parent[i]]
+    device = _device(model)
+    dtype = next(model.parameters()).dtype
+    past = len(state.ids)
+    mask = torch.zeros(q, past + q, dtype=dtype)
+    mask[:, past:].masked_fill_(~allowed, torch.finfo(dtype).min)
+    key, _ = _cache_args(model)
+    try:
+        res = model(input_ids=torch.tensor([last], device=device),
+                    attention_mask=mask[None, None].to(device),
+                    position_ids=(past + torch.tensor(depth))[None].to(device),
+                    use_cache=True, **{key: state.cache})
+    finally:  # a negative count removes positions (transformers 4.x and 5 agree on it)
+        grown = state.cache.get_seq_length() - past
+        if grown:
+            state.cache.crop(-grown)
+    logp = torch.log_softmax(res.logits[0].double().cpu(), -1)  # [q, V]
+    at = np.array([[nodes[tuple(int(x) for x in row[:d])] for d in range(1, _N)]
+                   for row in tokens])  # [m, 4] node predicting token d
+    return logp[torch.from_numpy(at), torch.from_numpy(tokens[:, 1:])].sum(1).numpy()
+
+
+class _Only:
+    """A trie holding one codes tuple."""
+
+    def __init__(self, codes):
+        self.codes = tuple(int(c) for c in codes)
+
+    def allowed(self, prefix: Sequence[int]) -> np.ndarray:
+        return np.array([self.codes[len(prefix)]], dtype=np.int64)
+
+
 def generate_text(model, prompt: Sequence[int] | DecodeState, cfg: Sampling,
                   stop_ids: Sequence[int], max_new_tokens: int,
                   banned_ids: Sequence[int] | np.ndarray = (),

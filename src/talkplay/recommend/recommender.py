@@ -208,6 +208,8 @@ class TalkPlayRecommender:
         info = {**prompt_info, "codes": [list(codes)], "exact_match": [len(exact) > 0],
                 "matched_ids": [self.codebook.item_ids[int(exact[0])] if len(exact) else None],
                 "mode": self.mode}
+        if self.mode == "beam":  # every beam's exact log-probability (the hybrid reuses them)
+            info["beams"] = [[list(c), float(s)] for c, s in beams]
         tracks = [ScoredTrack(self.codebook.item_ids[r], float(s),
                               item_text(self.codebook.codes[r].tolist())) for r, s in ranked]
         reply = ""
