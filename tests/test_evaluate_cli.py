@@ -213,7 +213,8 @@ def test_hybrid_fits_on_valid_saves_its_weights_and_explains_each_track(tiny_run
     assert "fit on the valid split" in res.output
     saved = json.loads((run / "hybrid.json").read_text())
     full, no_lm = saved["talkplay-hybrid"], saved["talkplay-hybrid-no-lm"]
-    assert set(full["weights"]) == {"lm", "bm25", "dense", "cooc"} and full["without"] == []
+    assert set(full["weights"]) == {"lm", "bm25", "dense", "cooc", "head"} and full["without"] == []
+    assert full["weights"]["head"] == 0.0  # this run was trained without a dense head
     assert no_lm["without"] == ["lm"] and full["fitted"]["split"] == "valid"
     assert full["fitted"]["mrr_fitted"] >= full["fitted"]["mrr_equal_weights"]
     results = json.loads((tmp_path / "a" / "results.json").read_text())

@@ -94,6 +94,16 @@ class TrainConfig:
     training conversations shows ``<|playlist-none|>`` instead of the playlist code (seeded,
     fixed per conversation). Cold tracks carry that token, so without it the model never sees
     their blocks; validation conversations are rendered without dropout. 0 = the paper."""
+    dense_head: float = 0.0
+    """Weight of the dense head's contrastive loss (not in the paper; LIGER-style): the hidden
+    state at each trained ``<start_of_music>`` is projected into the tracks' content-embedding
+    space and trained to pick its track (``talkplay.lm.dense_head``). It gives
+    ``talkplay-hybrid`` a model score for tracks new to the catalog. 0 = no head (the paper)."""
+    dense_temperature: float = 0.05
+    """Softmax temperature of that loss."""
+    dense_negatives: int = 16384
+    """Catalog tracks each query is contrasted with: the whole catalog when it has at most this
+    many, else the batch's own tracks plus a seeded sample of this many per step."""
     clip_grad: float = 1.0
     train_top_layers: int | None = None
     """Train only the top N transformer layers, the final norm and the (tied) embeddings: lower

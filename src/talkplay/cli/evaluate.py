@@ -50,7 +50,7 @@ def build_talkplay(run: Path | None, name: str, keep_history: bool = False,
 
 HYBRIDS = {"talkplay-hybrid": [], "talkplay-hybrid-no-lm": ["lm"],
            "talkplay-hybrid-no-bm25": ["bm25"], "talkplay-hybrid-no-dense": ["dense"],
-           "talkplay-hybrid-no-cooc": ["cooc"]}
+           "talkplay-hybrid-no-cooc": ["cooc"], "talkplay-hybrid-no-head": ["head"]}
 """The hybrid and its ablations (components left out; weights refit without them)."""
 FUSIONS = {"rrf": ["bm25", "dense", "cooc", "talkplay-beam"], "rrf-text": ["bm25", "dense", "cooc"]}
 """Untuned reciprocal-rank fusions, the baselines of the hybrid."""
@@ -160,7 +160,7 @@ def evaluate(
     systems: Annotated[str, typer.Option(
         help="Comma-separated: bm25, dense, cooc, clap, popularity, talkplay, talkplay-paper, "
              "talkplay-beam, talkplay-hybrid (and its ablations talkplay-hybrid-no-lm|bm25|dense|"
-             "cooc), rrf (untuned fusion of bm25, dense, cooc, talkplay-beam), rrf-text.")
+             "cooc|head), rrf (untuned fusion of bm25, dense, cooc, talkplay-beam), rrf-text.")
     ] = "bm25,dense,cooc,clap,popularity",
     run: Annotated[Path | None, typer.Option(help="Fine-tuned run directory (talkplay systems).")] = None,
     protocol: Annotated[str, typer.Option(help="auto, paper or cpcd (auto: cpcd for CPCD imports).")] = "auto",

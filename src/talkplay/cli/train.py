@@ -39,6 +39,10 @@ def train(
     playlist_dropout: Annotated[float | None, typer.Option(
         min=0, max=1, help="Share of warm tracks' blocks in training conversations shown with "
                            "<|playlist-none|> (modality dropout for cold tracks; 0: paper).")] = None,
+    dense_head: Annotated[float | None, typer.Option(
+        min=0, help="Weight of the dense head's contrastive loss: the hidden state at "
+                    "<start_of_music> learns to pick its track's content embedding, so "
+                    "talkplay-hybrid can score tracks new to the catalog (0: no head, the paper).")] = None,
     warmup_steps: Annotated[int | None, typer.Option(min=0)] = None,
     eval_every: Annotated[int | None, typer.Option(min=1, help="Validate every N steps.")] = None,
     save_every: Annotated[int | None, typer.Option(min=1, help="Checkpoint every N steps.")] = None,
@@ -73,6 +77,7 @@ def train(
                  "batch_size": batch_size, "grad_accum": grad_accum,
                  "context_length": context_length, "self_sim_lambda": self_sim_lambda,
                  "playlist_share": playlist_share, "playlist_dropout": playlist_dropout,
+                 "dense_head": dense_head,
                  "warmup_steps": warmup_steps,
                  "eval_every": eval_every, "save_every": save_every, "seed": seed,
                  "train_top_layers": train_top_layers, "precision": precision,
@@ -101,6 +106,8 @@ def train(
 
         def report(row: dict) -> None:
             info = f"ce {row['train_ce']:.3f} sim {row['self_sim']:.3f} {row['tokens_per_s']:.0f} tok/s"
+            if "dense" in row:
+                info += f" dense {row['dense']:.3f}"
             if "val_ce" in row:
                 info += f" val {row['val_ce']:.3f}"
                 console.log(f"step {row['step']}: train ce {row['train_ce']:.4f}, "

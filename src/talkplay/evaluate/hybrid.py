@@ -5,15 +5,19 @@ out (most wanted tracks in real conversations are new to the catalog). The hybri
 model as the judge and widens what it judges:
 
 1. **Pool.** The union of the top ``pool`` tracks of the catalog-constrained beam (the model's
-   own proposals), BM25, dense retrieval and item co-occurrence (``cooc``). New tracks enter
-   through text and content, not only through tokens.
-2. **Model score.** Every pooled track's music block is scored by the model: its exact
+   own proposals), BM25, dense retrieval, item co-occurrence (``cooc``) and the model's dense
+   head when the run has one. New tracks enter through text and content, not only through
+   tokens.
+2. **Model scores.** Every pooled track's music block is scored by the model: its exact
    log-probability given the conversation (the beam's own scores where it reached the block,
    the rest from ``engine.score_blocks``: their blocks packed into one forward after the shared
-   prompt cache).
+   prompt cache). The dense head (``lm.dense_head``, trained with ``talkplay train
+   --dense-head W``) scores every catalog track, cold ones included: the cosine between the
+   projected hidden state at ``<start_of_music>`` and the track's content embedding.
 3. **Combination.** ``score = sum_c w_c * f_c`` over the components' per-query normalised
    scores (``FEATURES``): the model's log-probability relative to the pool's best, BM25 and
-   cooc divided by their best score over the whole catalog, the dense cosine. The weights are fit on the
+   cooc divided by their best score over the whole catalog, the dense retriever's and the
+   dense head's cosines. The weights are fit on the
    **validation** split (coordinate ascent on MRR, ``fit_weights``), never on test, and saved
    in the run (``RUN/hybrid.json``). Each returned track carries its per-component
    contributions in ``Recommendation.info["why"]``.
@@ -32,18 +36,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from talkplay.data.schema import Message
 from talkplay.evaluate.fusion import history_key
 from talkplay.evaluate.metrics import target_metrics
 from talkplay.io import write_json
-from talkplay.recommend.engine import score_blocks
+from talkplay.lm.dense_head import load_dense_head
+from talkplay.recommend.engine import prefill, score_blocks
 from talkplay.recommend.protocol import Recommendation, ScoredTrack
 
 log = logging.getLogger(__name__)
-FEATURES: tuple[str, ...] = ("lm", "bm25", "dense", "cooc")
+FEATURES: tuple[str, ...] = ("lm", "bm25", "dense", "cooc", "head")
 """Score components, in the order of a feature row."""
-SOURCES: tuple[str, ...] = ("beam", "bm25", "dense", "cooc")
+SOURCES: tuple[str, ...] = ("beam", "bm25", "dense", "cooc", "head")
 """Where pool candidates come from."""
 HYBRID_FILE = "hybrid.json"
 BEAM_DEPTH = 200
@@ -57,7 +63,8 @@ class HybridConfig:
     """What the hybrid combines and how (the weights come from ``fit_weights``)."""
 
     weights: dict[str, float] = field(default_factory=lambda: {"lm": 1.0, "bm25": 1.0,
-                                                               "dense": 1.0, "cooc": 1.0})
+                                                               "dense": 1.0, "cooc": 1.0,
+                                                               "head": 1.0})
     pool: int = 20
     """Candidates taken from each source."""
     without: list[str] = field(default_factory=list)
@@ -97,7 +104,7 @@ class HybridRecommender:
     """TalkPlay's model scores a pool drawn from its beam and the retrieval baselines."""
 
     def __init__(self, talkplay, retrievers: dict, cfg: HybridConfig, name: str = "talkplay-hybrid",
-                 beam=None, shared: dict | None = None):
+                 beam=None, shared: dict | None = None, head=None):
         """Args:
             talkplay: a ``TalkPlayRecommender`` (beam mode; ranking only is fine).
             retrievers: "bm25" / "dense" / "cooc" -> objects with ``scores(history)`` giving
@@ -108,6 +115,8 @@ class HybridRecommender:
                 around it shares the work with the talkplay-beam system).
             shared: a dict shared by hybrids evaluated together: each query's full pool is
                 computed once and every ablation filters it (``Pool.without``).
+            head: ``(DenseHead, content matrix [n_items, d] in codebook order)``; default: the
+                run's own (``load_dense_head``), None when the run was trained without one.
         """
         self.tp = talkplay
         self.beam = beam or talkplay
@@ -116,19 +125,26 @@ class HybridRecommender:
         self.shared = shared
         self.ids = talkplay.codebook.item_ids
         self.row = talkplay.codebook.row
+        if head is None and getattr(talkplay, "run", None):
+            head = load_dense_head(talkplay.run, self.ids)
+        self.head = head
+        self.active = [f for f in FEATURES if f not in cfg.without
+                       and (f != "head" or head is not None)]
+        """The components this hybrid combines (a run without a dense head has no "head")."""
         self.retrievers = {}
         for key, r in retrievers.items():
             # Retriever order -> codebook order (the same dataset; usually the identity).
             perm = np.array([self.row[t] for t in r.ids], dtype=np.int64)
             self.retrievers[key] = (r, perm)
         used = [s for s in SOURCES if (s == "beam" and "lm" not in cfg.without)
-                or (s != "beam" and s in retrievers and s not in cfg.without)]
+                or (s == "head" and head is not None and "head" not in cfg.without)
+                or (s in retrievers and s not in cfg.without)]
         self.description = (f"TalkPlay hybrid: pool of {cfg.pool} per source from "
                             f"{', '.join(used)}; model log-prob of every candidate; weights "
                             f"{self._weights_text()} fit on {cfg.fitted.get('split', 'nothing')}")
 
     def _weights_text(self) -> str:
-        return ", ".join(f"{k} {v:g}" for k, v in self.cfg.weights.items() if k not in self.cfg.without)
+        return ", ".join(f"{k} {self.cfg.weights.get(k, 0.0):g}" for k in self.active)
 
     def pool(self, history: list[Message], exclude: set[str] | None = None) -> Pool:
         """The candidates of one query and their features (see the module docstring)."""
@@ -153,6 +169,10 @@ class HybridRecommender:
             s = np.zeros(n)
             s[perm] = r.scores(history)
             full[key] = s
+        state = None
+        if self.head is not None and "head" not in skip:
+            state = self._state(history)
+            full["head"] = self._head_scores(state)
         proposed: dict[int, set[str]] = {}
         use_lm = "lm" not in skip
         known: dict[tuple[int, ...], float] = {}
@@ -166,7 +186,7 @@ class HybridRecommender:
         for key, s in full.items():
             taken = 0
             for r_ in np.argsort(-s, kind="stable"):
-                if taken >= self.cfg.pool or (key != "dense" and s[r_] <= 0):
+                if taken >= self.cfg.pool or (key in ("bm25", "cooc") and s[r_] <= 0):
                     break  # BM25 / cooc: a zero score is no evidence
                 if int(r_) not in banned:
                     proposed.setdefault(int(r_), set()).add(key)
@@ -177,14 +197,29 @@ class HybridRecommender:
         feats = np.zeros((len(rows), len(FEATURES)))
         fill = np.argsort(-full["bm25"], kind="stable") if "bm25" in full else None
         if len(rows) and use_lm:
-            prompt, _ = self.tp.prompt(history)
-            feats[:, 0] = self._lm_scores(self.tp._prompt_state(prompt), rows, known)
+            feats[:, 0] = self._lm_scores(state or self._state(history), rows, known)
         for j, key in enumerate(FEATURES[1:], start=1):
             if key in full and len(rows):
-                # dense: the cosine itself; bm25 / cooc: relative to the catalog's best.
+                # dense / head: the cosine itself; bm25 / cooc: relative to the catalog's best.
                 vals = full[key][rows]
-                feats[:, j] = vals if key == "dense" else _scale_max(vals, float(full[key].max()))
+                feats[:, j] = (vals if key in ("dense", "head")
+                               else _scale_max(vals, float(full[key].max())))
         return Pool(rows, feats, sources, fill)
+
+    def _state(self, history: list[Message]):
+        """The model's state after the conversation's prompt (the recommender's cached one)."""
+        prompt, _ = self.tp.prompt(history)
+        return self.tp._prompt_state(prompt)
+
+    def _head_scores(self, state) -> np.ndarray:
+        """The dense head's cosine for every catalog track, float64 [n_items]."""
+        head, content = self.head
+        hidden = state.hidden
+        if hidden is None:  # a state advanced by ``feed``: recompute the prompt's last position
+            hidden = prefill(self.tp.model, state.ids).hidden
+        with torch.inference_mode():
+            query = head(hidden[None])[0].numpy()
+        return content @ query.astype(content.dtype)
 
     def _lm_scores(self, state, rows: np.ndarray,
                    known: dict[tuple[int, ...], float] | None = None) -> np.ndarray:
@@ -205,7 +240,7 @@ class HybridRecommender:
     def rank(self, pool: Pool, weights: dict[str, float] | None = None) -> np.ndarray:
         """Combined scores float [n] of a pool's candidates."""
         w = weights or self.cfg.weights
-        vec = np.array([0.0 if f in self.cfg.without else w.get(f, 0.0) for f in FEATURES])
+        vec = np.array([w.get(f, 0.0) if f in self.active else 0.0 for f in FEATURES])
         return pool.features @ vec
 
     def order(self, pool: Pool, weights: dict[str, float] | None = None
@@ -223,7 +258,7 @@ class HybridRecommender:
             tid = self.ids[int(pool.rows[i])]
             tracks.append(ScoredTrack(tid, float(score[i])))
             why[tid] = {f: round(float(self.cfg.weights.get(f, 0.0) * pool.features[i, j]), 4)
-                        for j, f in enumerate(FEATURES) if f not in self.cfg.without}
+                        for j, f in enumerate(FEATURES) if f in self.active}
         if len(tracks) < k and pool.fill is not None:  # past the pool: BM25 order, scored lower
             floor = (min(t.score for t in tracks) if tracks else 0.0) - 1.0
             taken = set(pool.rows.tolist()) | {self.row[t] for t in (exclude or ()) if t in self.row}
@@ -248,7 +283,7 @@ def fit_weights(hybrid: HybridRecommender, targets, cluster_of: dict[str, str],
 
     Features are computed once per target (the model scoring is the expensive part); every
     weight is then tried at each ``GRID`` value with the others fixed, for ``rounds`` passes.
-    The dense weight may also be tried at 0, so a useless component drops out.
+    Every weight may also be tried at 0, so a useless component drops out.
 
     Args:
         hybrid: the recommender (its ``cfg.weights`` are updated in place).
@@ -278,7 +313,7 @@ def fit_weights(hybrid: HybridRecommender, targets, cluster_of: dict[str, str],
                                     cluster_of=cluster_of or None)["mrr"]
         return total / max(len(targets), 1)
 
-    active = [f for f in FEATURES if f not in hybrid.cfg.without]
+    active = hybrid.active
     w = {f: (1.0 if f in active else 0.0) for f in FEATURES}
     start = best = mrr(w)
     for _ in range(rounds):

@@ -1,12 +1,14 @@
 """Run directories and resumable training checkpoints. Every write is atomic.
 
 ```
-RUN/model/              HF save_pretrained: model + tokenizer with music tokens (best by val CE)
+RUN/model/              HF save_pretrained: model + tokenizer with music tokens (best by val CE),
+                        and dense_head.{safetensors,json} when trained with one
 RUN/tokenizer/          copy of the codebook (talkplay.tokenize.codebook)
 RUN/config.json         the resolved Profile
 RUN/manifest.json       kind=run, data dir, base model, vocabulary size, best_step and
                         best_val_ce of RUN/model (None until the first validation saves it)
-RUN/checkpoints/last/   state.pt (model, optimizer, scheduler, step, data position, RNG states)
+RUN/checkpoints/last/   state.pt (model, optimizer, scheduler, step, data position, RNG states,
+                        dense head)
 ```
 """
 
@@ -29,6 +31,7 @@ from transformers import (
 
 from talkplay.config import Profile, asdict
 from talkplay.io import MANIFEST, atomic_dir, atomic_path, make_manifest, read_json, write_json
+from talkplay.lm.dense_head import DenseHead, save_head
 from talkplay.tokenize.codebook import Codebook
 
 log = logging.getLogger(__name__)
@@ -55,7 +58,8 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(run_dir: str | Path, *, model: PreTrainedModel, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, step: int, data_position: dict, extra: dict | None = None) -> Path:
+                    scheduler: Any, step: int, data_position: dict, extra: dict | None = None,
+                    modules: dict[str, torch.nn.Module] | None = None) -> Path:
     """Write ``RUN/checkpoints/last`` atomically (replacing the previous one).
 
     Args:
@@ -65,13 +69,15 @@ def save_checkpoint(run_dir: str | Path, *, model: PreTrainedModel, optimizer: t
         step: optimizer steps done.
         data_position: ``TrainData.position`` (where the next batch comes from).
         extra: more JSON-able state (best validation loss, ...).
+        modules: more trained modules (the dense head), saved under their names.
     Returns:
         The checkpoint directory.
     """
     path = Path(run_dir) / LAST
     with atomic_dir(path) as tmp:
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": rng_state()}, tmp / "state.pt")
+                    "scheduler": scheduler.state_dict(), "rng": rng_state(),
+                    **{k: m.state_dict() for k, m in (modules or {}).items()}}, tmp / "state.pt")
         write_json(tmp / "meta.json", {"step": step, "data_position": data_position,
                                        **(extra or {})})
     return path
@@ -95,12 +101,15 @@ def load_checkpoint(run_dir: str | Path) -> tuple[dict, dict] | None:
 
 
 def save_model(run_dir: str | Path, model: PreTrainedModel,
-               tokenizer: PreTrainedTokenizerBase) -> Path:
-    """Write ``RUN/model`` (HF format: model + tokenizer with music tokens) atomically."""
+               tokenizer: PreTrainedTokenizerBase, head: DenseHead | None = None) -> Path:
+    """Write ``RUN/model`` (HF format: model + tokenizer with music tokens, and the dense head
+    when there is one) atomically."""
     path = Path(run_dir) / "model"
     with atomic_dir(path) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if head is not None:
+            save_head(tmp, head)
     return path
 
 

@@ -64,6 +64,9 @@ class DecodeState:
     """float32 [V] next-token logits, on CPU."""
     ids: list[int]
     """Every token fed so far (prompt + generated); the repetition penalty reads it."""
+    hidden: torch.Tensor | None = None
+    """float32 [h] last-layer hidden state of the last prompt token (after ``prefill`` and
+    ``extend``; what a dense head reads), on CPU; None after ``feed``."""
 
 
 @dataclass
@@ -91,10 +94,21 @@ def _cache_args(model) -> tuple[str, dict]:
 @torch.inference_mode()
 def _forward(model, ids: torch.Tensor, cache) -> tuple[torch.Tensor, Any]:
     """ids: int64 [B, T] -> (float32 [B, V] last-position logits on CPU, updated cache)."""
+    logits, new_cache, _ = _forward_hidden(model, ids, cache, False)
+    return logits, new_cache
+
+
+@torch.inference_mode()
+def _forward_hidden(model, ids: torch.Tensor, cache, hidden: bool = True
+                    ) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
+    """``_forward`` that also returns the last position's last-layer hidden state
+    (float32 [B, h] on CPU) when ``hidden``."""
     key, extra = _cache_args(model)
-    out = model(input_ids=ids.to(_device(model)), use_cache=True, **{key: cache}, **extra)
+    out = model(input_ids=ids.to(_device(model)), use_cache=True, output_hidden_states=hidden,
+                **{key: cache}, **extra)
     new_cache = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
-    return out.logits[:, -1].float().cpu(), new_cache
+    last = out.hidden_states[-1][:, -1].float().cpu() if hidden else None
+    return out.logits[:, -1].float().cpu(), new_cache, last
 
 
 def prefill(model, prompt_ids: Sequence[int]) -> DecodeState:
@@ -109,14 +123,14 @@ def prefill(model, prompt_ids: Sequence[int]) -> DecodeState:
     ids = [int(i) for i in prompt_ids]
     if not ids:
         raise ValueError("the prompt is empty")
-    logits, cache = _forward(model, torch.tensor([ids]), None)
-    return DecodeState(cache=cache, logits=logits[0], ids=ids)
+    logits, cache, hidden = _forward_hidden(model, torch.tensor([ids]), None)
+    return DecodeState(cache=cache, logits=logits[0], ids=ids, hidden=hidden[0])
 
 
 def feed(model, state: DecodeState, token_id: int) -> DecodeState:
     """Append one token to ``state`` (in place) and return it."""
     logits, state.cache = _forward(model, torch.tensor([[int(token_id)]]), state.cache)
-    state.logits = logits[0]
+    state.logits, state.hidden = logits[0], None
     state.ids.append(int(token_id))
     return state
 
@@ -134,15 +148,15 @@ def extend(model, state: DecodeState, token_ids: Sequence[int]) -> DecodeState:
     ids = [int(i) for i in token_ids]
     if not ids:
         raise ValueError("nothing to append")
-    logits, state.cache = _forward(model, torch.tensor([ids]), state.cache)
-    state.logits = logits[0]
+    logits, state.cache, hidden = _forward_hidden(model, torch.tensor([ids]), state.cache)
+    state.logits, state.hidden = logits[0], hidden[0]
     state.ids.extend(ids)
     return state
 
 
 def copy_state(state: DecodeState) -> DecodeState:
     """An independent copy of ``state`` (its cache included): advancing one leaves the other."""
-    return DecodeState(copy.deepcopy(state.cache), state.logits, list(state.ids))
+    return DecodeState(copy.deepcopy(state.cache), state.logits, list(state.ids), state.hidden)
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -182,7 +196,7 @@ def continue_prompt(model, state: DecodeState, prompt_ids: Sequence[int]) -> Dec
     if keep < len(state.ids):
         if not hasattr(state.cache, "crop"):  # legacy tuple caches cannot be cut
             return prefill(model, ids)
-        new = DecodeState(copy.deepcopy(state.cache), state.logits, state.ids[:keep])
+        new = DecodeState(copy.deepcopy(state.cache), state.logits, state.ids[:keep], None)
         # A negative count removes that many positions (transformers 4.x and 5 agree on it).
         new.cache.crop(keep - len(state.ids))
     else:
@@ -336,7 +350,7 @@ def beam_music_block(model, prompt: Sequence[int] | DecodeState, trie: Trie,
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
     table = _table(music_ids)
     if isinstance(prompt, DecodeState):  # the cache is reordered in place: work on a copy
-        prompt = DecodeState(copy.deepcopy(prompt.cache), prompt.logits, list(prompt.ids))
+        prompt = copy_state(prompt)
     state = _state(model, prompt)
     cache = state.cache
     logp = torch.log_softmax(state.logits[None].double(), -1)  # [B=1, V]

@@ -36,6 +36,9 @@ class Sample:
     mask: list[int]
     kind: int
     """CONVERSATION or PLAYLIST (for separate logging of the two cross-entropies)."""
+    music: list[tuple[int, int]] = field(default_factory=list)
+    """(position of a trained ``<start_of_music>``, catalog row of its track): where the
+    dense head reads the hidden state, and which track it should score highest."""
 
 
 @dataclass
@@ -51,14 +54,57 @@ class Renderer:
         """Render one conversation; ``playlist_dropout`` hides the playlist code of that share of
         its warm tracks' music blocks (seeded by ``seed`` and the conversation id)."""
         hide = hidden_playlist_codes(conv, self.codebook, playlist_dropout, seed)
-        return [Sample(r.ids, r.mask, CONVERSATION) for r in render_conversation(
-            conv, self.tokenizer, self.codebook, self.vocab, context_length=self.context_length,
-            hide_playlist=hide)]
+        rejected = {int(i) for i in conv.meta.get("rejected", [])}
+        blocks = [(self._block(m.content, i in hide), self.codebook.row[m.content])
+                  for i, m in enumerate(conv.messages)
+                  if m.role == "music" and i not in rejected and m.content in self.codebook.row]
+        out, j = [], 0
+        for r in render_conversation(conv, self.tokenizer, self.codebook, self.vocab,
+                                     context_length=self.context_length, hide_playlist=hide):
+            music, j = music_positions(r, blocks, j)
+            out.append(Sample(r.ids, r.mask, CONVERSATION, music))
+        return out
 
     def playlist(self, track_ids: list[str], cut: int) -> Sample:
         r: Rendered = render_playlist(track_ids, cut, self.tokenizer, self.codebook, self.vocab,
                                       context_length=self.context_length)
-        return Sample(r.ids, r.mask, PLAYLIST)
+        blocks = [(self._block(t), self.codebook.row[t]) for t in track_ids[cut:]]
+        return Sample(r.ids, r.mask, PLAYLIST, music_positions(r, blocks, 0)[0])
+
+    def _block(self, track_id: str, hide_playlist: bool = False) -> tuple[int, ...]:
+        codes = self.codebook.codes_of(track_id)
+        if hide_playlist:
+            codes = (MISSING, *codes[1:])
+        return tuple(self.vocab.ids(codes)[:-1])  # <start_of_music> and the five tokens
+
+
+def music_positions(r: Rendered, blocks: list[tuple[tuple[int, ...], int]], j: int
+                    ) -> tuple[list[tuple[int, int]], int]:
+    """Match the trained music blocks of a rendering to the tracks they stand for.
+
+    Args:
+        r: a rendered sequence.
+        blocks: (the block's ids from ``<start_of_music>`` on, catalog row), in the order the
+            conversation (or playlist target) plays them.
+        j: the first entry of ``blocks`` not matched yet (windows of one conversation come in
+            order, so matching continues where the previous window stopped).
+    Returns:
+        ((position of ``<start_of_music>``, row) per matched block, the next ``j``). A block
+        cut off by the context, or dropped from the window, is skipped.
+    """
+    out = []
+    if not blocks:
+        return out, j
+    start, width = blocks[0][0][0], len(blocks[0][0])
+    for p in (i for i, t in enumerate(r.ids) if t == start):
+        if p + width > len(r.ids) or not r.mask[p + 1]:
+            continue  # truncated, or an input block (not trained)
+        seen = tuple(r.ids[p:p + width])
+        k = next((k for k in range(j, len(blocks)) if blocks[k][0] == seen), None)
+        if k is not None:
+            out.append((p, blocks[k][1]))
+            j = k + 1
+    return out, j
 
 
 def hidden_playlist_codes(conv, codebook: Codebook, share: float, seed: int) -> frozenset[int]:
@@ -206,8 +252,9 @@ def valid_batches(split: Split, r: Renderer, batch_size: int, seed: int, limit: 
 
 
 def collate(batch: list[Sample], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad to the longest sequence. Returns input_ids, attention_mask, labels ([B, T]) and
-    kind ([B])."""
+    """Pad to the longest sequence. Returns input_ids, attention_mask, labels ([B, T]),
+    kind ([B]), and the trained music blocks: music_at ([M, 2]: sequence, position of
+    ``<start_of_music>``) and music_row ([M]: catalog row of the track)."""
     t = max(len(s.ids) for s in batch)
     ids = torch.full((len(batch), t), pad_id, dtype=torch.int64)
     labels = torch.full((len(batch), t), IGNORE, dtype=torch.int64)
@@ -218,5 +265,8 @@ def collate(batch: list[Sample], pad_id: int) -> dict[str, torch.Tensor]:
         att[i, :n] = 1
         m = torch.tensor(s.mask, dtype=torch.bool)
         labels[i, :n] = torch.where(m, ids[i, :n], IGNORE)
+    music = [(i, p, row) for i, s in enumerate(batch) for p, row in s.music]
     return {"input_ids": ids, "attention_mask": att, "labels": labels,
-            "kind": torch.tensor([s.kind for s in batch])}
+            "kind": torch.tensor([s.kind for s in batch]),
+            "music_at": torch.tensor([(i, p) for i, p, _ in music], dtype=torch.int64).view(-1, 2),
+            "music_row": torch.tensor([row for *_, row in music], dtype=torch.int64)}

@@ -2,9 +2,10 @@
 
 The loss on one screen (paper, Sec. 3)::
 
-    ce   = masked next-token CE over conversation AND playlist-continuation sequences
-    sim  = mean over modalities of E_ij |cos(c_i, c_j) - cos(e_i, e_j)|
-    loss = ce + lambda * sim
+    ce    = masked next-token CE over conversation AND playlist-continuation sequences
+    sim   = mean over modalities of E_ij |cos(c_i, c_j) - cos(e_i, e_j)|
+    dense = InfoNCE of the dense head (optional, not in the paper; ``lm.dense_head``)
+    loss  = ce + lambda * sim + dense_head * dense
 
 Runs as one process or under ``accelerate launch`` (DDP: every process takes its own shard of
 each global batch; gradients are averaged; losses are averaged over processes for logging).
@@ -42,12 +43,18 @@ from talkplay.lm.checkpoint import (
     set_rng_state,
     truncate_jsonl,
 )
+from talkplay.lm.dense_head import DenseHead, HeadSpec, content_matrix, content_modalities
 from talkplay.lm.grounding import INITS, cluster_texts, grounded_rows
 from talkplay.lm.vocab import MusicVocab, expand_vocabulary
 from talkplay.tokenize import grammar
 from talkplay.tokenize.codebook import Codebook
 from talkplay.train.data import PLAYLIST, Renderer, TrainData, build_splits, collate, valid_batches
-from talkplay.train.losses import IGNORE, music_self_similarity, selected_cross_entropy
+from talkplay.train.losses import (
+    IGNORE,
+    dense_contrastive_loss,
+    music_self_similarity,
+    selected_cross_entropy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +86,28 @@ class Setup:
     stats: dict | None = None
     clock: dict | None = None
     """``{"time_frac": budget spent}``, read by the scheduler's lambda (``lr_lambda``)."""
+    head: torch.nn.Module | None = None
+    """The dense head (prepared like the model), when ``train.dense_head`` > 0."""
+    content: torch.Tensor | None = None
+    """float32 [n_tracks, d] unit-norm content embeddings in codebook order (the head's keys)."""
+
+
+def build_head(data_dir: Path, model: torch.nn.Module, codebook: Codebook, temperature: float
+               ) -> tuple[DenseHead, torch.Tensor]:
+    """A new dense head for ``model`` and the content matrix it is trained against.
+
+    Raises:
+        ValueError: no content modality was tokenized (only the playlist one).
+    """
+    mods = content_modalities(codebook.k)
+    if not mods:
+        raise ValueError(f"{data_dir}: the dense head needs a content modality (semantic, "
+                         "metadata, lyrics or audio) with K > 0; only the playlist modality is "
+                         "tokenized. Use --dense-head 0, or tokenize a content modality")
+    matrix, dims = content_matrix(data_dir, codebook.item_ids, mods)
+    hidden = int(model.get_input_embeddings().weight.shape[1])
+    head = DenseHead(HeadSpec(hidden=hidden, modalities=mods, dims=dims, temperature=temperature))
+    return head, torch.from_numpy(matrix)
 
 
 def lr_lambda(step: int, warmup: int, total: int, schedule: str, time_frac: float = 0.0) -> float:
@@ -208,12 +237,19 @@ def setup(data_dir: str | Path, run_dir: str | Path, prof: Profile, fresh: bool 
     data = TrainData(train_split, r, batch_size=tc.batch_size, playlist_share=tc.playlist_share,
                      seed=tc.seed, world_size=acc.num_processes, rank=acc.process_index)
     valid = valid_batches(valid_split, r, tc.batch_size, tc.seed, tc.eval_batches * acc.num_processes)
+    head = content = None
+    if tc.dense_head > 0:
+        head, content = build_head(data_dir, model, codebook, tc.dense_temperature)
+        log.info("dense head: %d -> %d (%s), weight %g", head.spec.hidden, head.spec.dim,
+                 "+".join(head.spec.modalities), tc.dense_head)
     if tc.train_top_layers:
         n = freeze_lower_layers(model, tc.train_top_layers)
         log.info("training the top %d layers + embeddings: %.1fM parameters", tc.train_top_layers,
                  n / 1e6)
     # Fused AdamW (one kernel for all parameters; CPU and CUDA) is what HF Trainer uses too.
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay,
+    params = [p for p in model.parameters() if p.requires_grad]
+    params += list(head.parameters()) if head is not None else []
+    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay,
                             betas=(0.9, 0.95), fused=True)
     clock = {"time_frac": 0.0}  # budget spent, set by fit() before each scheduler step
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -224,11 +260,17 @@ def setup(data_dir: str | Path, run_dir: str | Path, prof: Profile, fresh: bool 
                for m in grammar.MODALITIES],
               keep_logits="logits_to_keep" in inspect.signature(model.forward).parameters,
               sim_available=not sharded,
-              stats={"train": train_split.stats, "valid": valid_split.stats}, clock=clock)
+              stats={"train": train_split.stats, "valid": valid_split.stats}, clock=clock,
+              head=head, content=content)
     ckpt = None if fresh else load_checkpoint(run_dir)
     if ckpt is not None:
         state, meta = ckpt
         model.load_state_dict(state["model"])
+        if head is not None:
+            if "dense_head" not in state:
+                raise ValueError(f"{run_dir}: its checkpoint has no dense head; resume without "
+                                 "--dense-head, or pass --fresh to start over")
+            head.load_state_dict(state["dense_head"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
@@ -249,37 +291,62 @@ def setup(data_dir: str | Path, run_dir: str | Path, prof: Profile, fresh: bool 
             truncate_jsonl(run_dir / "metrics.jsonl", s.step)
             write_json(run_dir / "config.json", asdict(prof))
     acc.wait_for_everyone()
-    s.model, s.optimizer = acc.prepare(model, opt)
+    if head is not None:
+        s.model, s.head, s.optimizer = acc.prepare(model, head, opt)
+        s.content = content.to(acc.device)
+    else:
+        s.model, s.optimizer = acc.prepare(model, opt)
     s.centroids = [c.to(acc.device) for c in s.centroids]
     return s
 
 
-def _losses(s: Setup, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """CE per kept position and the self-similarity loss of one micro-batch.
+def _losses(s: Setup, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CE per kept position, the self-similarity loss and the dense head's loss of one
+    micro-batch.
 
     Only positions whose next token is labelled (in any row) go through the LM head: user text
     and markup need no logits, which saves the [B, T, V] tensor's memory and time.
 
     Returns:
-        ``(ce [B, N] fp32, sim scalar, target [B, N])``; N = kept positions.
+        ``(ce [B, N] fp32, sim scalar, dense scalar (0 without a head), target [B, N])``;
+        N = kept positions.
     """
     labels = batch["labels"]  # [B, T]
     keep = (labels[:, 1:] != IGNORE).any(0).nonzero().flatten()  # [N] positions t
     target = labels[:, keep + 1]  # [B, N]: the token each kept position predicts
     extra = {"logits_to_keep": keep} if s.keep_logits else {}
     with s.acc.autocast():
-        logits = s.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                         use_cache=False, **extra).logits  # [B, N, V] (or [B, T, V])
+        out = s.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      use_cache=False, output_hidden_states=s.head is not None, **extra)
+    logits = out.logits  # [B, N, V] (or [B, T, V])
     if not s.keep_logits:
         logits = logits[:, keep]
     ce_tok = selected_cross_entropy(logits, target)  # fp32 [B, N]
+    dense = ce_tok.new_zeros(())
+    if s.head is not None:
+        at = batch["music_at"]
+        query = s.head(out.hidden_states[-1][at[:, 0], at[:, 1]])  # [M, d]
+        keys, idx = _dense_keys(s, batch["music_row"])
+        dense = dense_contrastive_loss(query, keys, idx, s.prof.train.dense_temperature)
     if not s.sim_available:
-        return ce_tok, ce_tok.new_zeros(()), target
+        return ce_tok, ce_tok.new_zeros(()), dense, target
     emb = s.acc.unwrap_model(s.model).get_input_embeddings().weight  # [V, h]
     ids = [s.vocab.code_ids(m).to(emb.device) for m in range(len(grammar.MODALITIES))]
     with contextlib.nullcontext() if s.prof.train.self_sim_lambda > 0 else torch.no_grad():
         sim = music_self_similarity(emb, s.centroids, ids)
-    return ce_tok, sim, target
+    return ce_tok, sim, dense, target
+
+
+def _dense_keys(s: Setup, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The keys one micro-batch's queries are contrasted with, and each query's index in them:
+    the whole catalog when it is small enough, else the batch's tracks plus a sample seeded by
+    (seed, step) (the same on every process and on resume)."""
+    n, want = s.content.shape[0], s.prof.train.dense_negatives
+    if n <= want:
+        return s.content, rows
+    g = torch.Generator().manual_seed(s.prof.train.seed * 1_000_003 + s.step)
+    pick = torch.unique(torch.cat([rows.cpu(), torch.randint(n, (want,), generator=g)]))
+    return s.content[pick.to(s.content.device)], torch.searchsorted(pick, rows.cpu()).to(rows.device)
 
 
 def _ce_sums(ce_tok: torch.Tensor, target: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
@@ -295,16 +362,25 @@ def _ce_sums(ce_tok: torch.Tensor, target: torch.Tensor, kind: torch.Tensor) -> 
 def evaluate(s: Setup) -> dict:
     """Validation CE (conversation, playlist, all) over this process's share of the batches."""
     s.model.eval()
-    sums = torch.zeros(4, device=s.acc.device)
+    if s.head is not None:
+        s.head.eval()
+    sums = torch.zeros(6, device=s.acc.device)
     for batch in s.valid[s.acc.process_index::s.acc.num_processes]:
         b = {k: v.to(s.acc.device) for k, v in collate(batch, s.tokenizer.pad_token_id).items()}
-        ce_tok, _, target = _losses(s, b)
-        sums += _ce_sums(ce_tok, target, b["kind"])
+        ce_tok, _, dense, target = _losses(s, b)
+        sums[:4] += _ce_sums(ce_tok, target, b["kind"])
+        sums[4] += dense * len(b["music_row"])
+        sums[5] += len(b["music_row"])
     sums = s.acc.reduce(sums, "sum")
     s.model.train()
-    return {"val_ce": (sums[0] + sums[2]).item() / max(1.0, (sums[1] + sums[3]).item()),
-            "val_ce_conversation": sums[0].item() / max(1.0, sums[1].item()),
-            "val_ce_playlist": sums[2].item() / max(1.0, sums[3].item())}
+    if s.head is not None:
+        s.head.train()
+    out = {"val_ce": (sums[0] + sums[2]).item() / max(1.0, (sums[1] + sums[3]).item()),
+           "val_ce_conversation": sums[0].item() / max(1.0, sums[1].item()),
+           "val_ce_playlist": sums[2].item() / max(1.0, sums[3].item())}
+    if s.head is not None:
+        out["val_dense"] = sums[4].item() / max(1.0, sums[5].item())
+    return out
 
 
 def fit(s: Setup, report: Callable[[dict], None] | None = None) -> dict:
@@ -322,31 +398,33 @@ def fit(s: Setup, report: Callable[[dict], None] | None = None) -> dict:
     last_eval = None
     while s.step < tc.max_steps:
         t0 = time.time()
-        sums, sim_sum, tokens, padded = torch.zeros(4, device=acc.device), 0.0, 0, 0
+        sums, sim_sum, dense_sum = torch.zeros(4, device=acc.device), 0.0, 0.0
+        tokens = padded = 0
         for micro in range(tc.grad_accum):
             batch = s.data.next_batch()
             b = {k: v.to(acc.device) for k, v in collate(batch, s.tokenizer.pad_token_id).items()}
             sync = micro == tc.grad_accum - 1  # DDP all-reduce only on the last micro-batch
             with contextlib.nullcontext() if sync else acc.no_sync(s.model):
-                ce_tok, sim, target = _losses(s, b)
+                ce_tok, sim, dense, target = _losses(s, b)
                 # Mean over this micro-batch's labels; micro-batches weigh equally (as in
                 # litgpt/nanoGPT), so accumulation matches a larger batch only approximately.
                 n_lab = (target != IGNORE).sum().clamp_min(1)
                 ce = ce_tok.sum() / n_lab
-                loss = ce + tc.self_sim_lambda * sim
+                loss = ce + tc.self_sim_lambda * sim + tc.dense_head * dense
                 acc.backward(loss / tc.grad_accum)
             sums += _ce_sums(ce_tok, target, b["kind"])
             sim_sum += sim.item() / tc.grad_accum
+            dense_sum += dense.item() / tc.grad_accum
             tokens += int(b["attention_mask"].sum())
             padded += b["attention_mask"].numel()
-        grad_norm = acc.clip_grad_norm_(s.model.parameters(), tc.clip_grad) if tc.clip_grad else None
+        grad_norm = acc.clip_grad_norm_(_trained(s), tc.clip_grad) if tc.clip_grad else None
         lr = s.scheduler.get_last_lr()[0]  # the rate this step uses
         s.optimizer.step()
         s.scheduler.step()
         s.optimizer.zero_grad(set_to_none=True)
         s.step += 1
 
-        g = acc.reduce(torch.tensor([*sums.tolist(), sim_sum, tokens, padded],
+        g = acc.reduce(torch.tensor([*sums.tolist(), sim_sum, tokens, padded, dense_sum],
                                     device=acc.device, dtype=torch.float64), "sum")
         dt = time.time() - t0
         row = {"step": s.step, "train_ce": (g[0] + g[2]).item() / max(1.0, (g[1] + g[3]).item()),
@@ -356,6 +434,8 @@ def fit(s: Setup, report: Callable[[dict], None] | None = None) -> dict:
                "grad_norm": float(grad_norm) if grad_norm is not None else None,
                "tokens_per_s": g[5].item() / dt, "fill": g[5].item() / g[6].item(),
                "seconds": round(dt, 4), "elapsed_s": round(time.time() - start, 3)}
+        if s.head is not None:
+            row["dense"] = g[7].item() / acc.num_processes
         # Every process must agree on the budget spent (the learning rate depends on it) and on
         # stopping, or DDP hangs on the next all-reduce: use the processes' mean elapsed time.
         elapsed = acc.reduce(torch.tensor(time.time() - start, device=acc.device,
@@ -371,7 +451,8 @@ def fit(s: Setup, report: Callable[[dict], None] | None = None) -> dict:
             if last_eval["val_ce"] < s.best_val:
                 s.best_val = last_eval["val_ce"]
                 if acc.is_main_process:
-                    save_model(run, acc.unwrap_model(s.model), s.tokenizer)
+                    save_model(run, acc.unwrap_model(s.model), s.tokenizer,
+                               acc.unwrap_model(s.head) if s.head is not None else None)
                     record_best(run, s.step, s.best_val)  # RUN/model now holds trained weights
                 row["best"] = True
         rows.append(row)
@@ -383,12 +464,19 @@ def fit(s: Setup, report: Callable[[dict], None] | None = None) -> dict:
             if acc.is_main_process:
                 save_checkpoint(run, model=acc.unwrap_model(s.model), optimizer=s.optimizer,
                                 scheduler=s.scheduler, step=s.step,
-                                data_position=s.data.position, extra={"best_val": s.best_val})
+                                data_position=s.data.position, extra={"best_val": s.best_val},
+                                modules={"dense_head": acc.unwrap_model(s.head)}
+                                if s.head is not None else None)
             acc.wait_for_everyone()
         if out_of_time:
             log.info("time budget of %s minutes spent at step %d", tc.max_minutes, s.step)
             break
     return _finish(s, rows, last_eval)
+
+
+def _trained(s: Setup) -> list[torch.nn.Parameter]:
+    """Every parameter the optimizer updates (the model's and the dense head's)."""
+    return [*s.model.parameters(), *(s.head.parameters() if s.head is not None else ())]
 
 
 def weights_checksum(model: torch.nn.Module) -> str:

@@ -86,3 +86,22 @@ def music_self_similarity(embedding: torch.Tensor, centroids: list[torch.Tensor]
     if not losses:
         return embedding.new_zeros((), dtype=torch.float32)
     return torch.stack(losses).mean()
+
+
+def dense_contrastive_loss(query: torch.Tensor, keys: torch.Tensor, target: torch.Tensor,
+                           temperature: float) -> torch.Tensor:
+    """InfoNCE of the dense head: each query against every key, its own track the positive.
+
+    Args:
+        query: float [M, d] unit-norm projections of the hidden states at ``<start_of_music>``.
+        keys: float [N, d] unit-norm content embeddings of the candidate tracks (the batch's own
+            tracks and the negatives, each track once).
+        target: int64 [M] index into ``keys`` of each query's track.
+        temperature: softmax temperature.
+    Returns:
+        Scalar fp32, the mean over queries (0 when M = 0).
+    """
+    if query.shape[0] == 0:  # keep the graph (DDP expects a gradient for every parameter)
+        return query.float().sum() * 0.0
+    logits = query.float() @ keys.float().T / temperature
+    return F.cross_entropy(logits, target)
