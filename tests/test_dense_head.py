@@ -15,7 +15,7 @@ from talkplay.data.dataset import read_dataset
 from talkplay.embed.store import embeddings_dir, write_matrix
 from talkplay.lm.dense_head import content_matrix, content_modalities, load_dense_head, load_head
 from talkplay.tokenize.codebook import Codebook
-from talkplay.train.data import Renderer, collate, hidden_playlist_codes
+from talkplay.train.data import Renderer, collate
 from talkplay.train.toy import toy_dataset
 
 
@@ -65,7 +65,6 @@ def test_music_positions_point_at_each_trained_block_of_its_track(data):
     for context in (1024, 96):  # whole conversations, then split into windows
         r = Renderer(tok, cb, vocab, context)
         for conv in ds.conversations[:9]:
-            hide = hidden_playlist_codes(conv, cb, 0.5, 0)
             rejected = set(conv.meta.get("rejected", []))
             want = [cb.row[m.content] for i, m in enumerate(conv.messages)
                     if m.role == "music" and i not in rejected]

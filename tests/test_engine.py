@@ -14,8 +14,13 @@ from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM, RepetitionPenaltyLogitsProcessor
 
 from talkplay.recommend.constraints import CatalogTrie
-from talkplay.recommend.engine import (beam_music_block, generate_text, prefill, sample_music_block,
-                                       score_blocks)
+from talkplay.recommend.engine import (
+    beam_music_block,
+    generate_text,
+    prefill,
+    sample_music_block,
+    score_blocks,
+)
 from talkplay.tokenize.grammar import MISSING
 
 K = 4
