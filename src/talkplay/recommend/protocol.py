@@ -21,7 +21,8 @@ class Recommendation:
     tracks: list[ScoredTrack]
     """Best first."""
     reply: str = ""
-    """The assistant's text (empty for retrieval baselines)."""
+    """The assistant's text (empty from a system that only ranks; chat and serve give the
+    retrieval baselines a reply from catalog facts, ``serve.replies``)."""
     info: dict = field(default_factory=dict)
     """Diagnostics, e.g. the generated codes and whether they matched a catalog item exactly."""
 

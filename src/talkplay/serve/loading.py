@@ -62,8 +62,10 @@ def load_recommender(run: Path | None = None, system: str | None = None,
         from talkplay.recommend.recommender import load_talkplay
 
         return load_talkplay(run), ds
+    from talkplay.serve.replies import TemplateReplies
+
     log.debug("indexing %d tracks for %s", len(ds.tracks), system)
-    return SYSTEMS[system](ds), ds
+    return TemplateReplies(SYSTEMS[system](ds), {t.id: t for t in ds.tracks}), ds
 
 
 def _load_hybrid(run: Path | None, system: str, data: Path | None) -> tuple[Recommender, Dataset]:

@@ -69,7 +69,8 @@ class FeedbackOut(BaseModel):
 class TurnOut(BaseModel):
     turn: int = Field(description="0-based index of this turn in the session.")
     request: str = Field(description="The user message of the turn (feedback is stated as text).")
-    reply: str = Field(description="The recommender's text (empty for retrieval baselines).")
+    reply: str = Field(description="The recommender's text (retrieval baselines answer from a "
+                                   "template over the first track's catalog facts).")
     tracks: list[RecommendedTrack]
     feedback: FeedbackOut | None = None
     turns_left: int
