@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from talkplay.data.schema import Message, Track
+from talkplay.recommend.replies import TemplateReplies, template_reply
 from talkplay.serve.loading import load_recommender
-from talkplay.serve.replies import TemplateReplies, template_reply
 from talkplay.train.toy import toy_dataset
 
 

@@ -94,6 +94,11 @@ class TrainConfig:
     training conversations shows ``<|playlist-none|>`` instead of the playlist code (seeded,
     fixed per conversation). Cold tracks carry that token, so without it the model never sees
     their blocks; validation conversations are rendered without dropout. 0 = the paper."""
+    grounded_replies: bool = False
+    """Show each music block's track facts (title, artists, album, year, tags) after it, as
+    context the model is not trained to produce, so the reply that follows is written with the
+    track in view (``lm.facts``; not in the paper). The run's recommender renders prompts and
+    replies the same way."""
     dense_head: float = 0.0
     """Weight of the dense head's contrastive loss (not in the paper; LIGER-style): the hidden
     state at each trained ``<start_of_music>`` is projected into the tracks' content-embedding

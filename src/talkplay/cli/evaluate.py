@@ -13,7 +13,7 @@ from rich.markdown import Markdown
 from talkplay.cli.app import app, console, fail, progress_bar, quiet_libraries
 from talkplay.data.dataset import Dataset, read_dataset
 from talkplay.data.errors import DataError
-from talkplay.io import MANIFEST, make_manifest, write_json
+from talkplay.io import MANIFEST, atomic_path, make_manifest, write_json
 
 # Baselines import faiss / bm25s: their names (talkplay.evaluate.baselines.SYSTEMS) are read
 # inside the command so `talkplay --help` stays fast.
@@ -92,7 +92,6 @@ def build_hybrid(ds: Dataset, name: str, part, run: Path | None, *, protocol: st
         console.print(f"{name}: weights {hybrid.cfg.weights} fit on the valid split "
                       f"(MRR {hybrid.cfg.fitted['mrr_fitted']:.4f}, equal weights "
                       f"{hybrid.cfg.fitted['mrr_equal_weights']:.4f}); saved in {run}/hybrid.json")
-    hybrid.description = hybrid.description.replace("fit on nothing", "fit on valid")
     return hybrid
 
 
@@ -139,6 +138,54 @@ def build_systems(ds: Dataset, names: list[str], run: Path | None, options,
     return systems, seconds
 
 
+def check_replies(ds: Dataset, built: dict, run: Path | None, out: Path, n: int, *,
+                  protocol: str, split: str, keep_history: bool,
+                  max_prompt_tokens: int | None) -> dict:
+    """``--replies N``: every system's replies on the first N targets, checked (``replies``).
+
+    TalkPlay systems write their own replies (a fresh recommender with replies on; a hybrid
+    turns its model's replies on); baselines answer from ``recommend.replies``' template.
+    Writes OUT/replies.json and OUT/replies.md.
+    """
+    from talkplay.evaluate.protocols import build_targets, resolve_protocol
+    from talkplay.evaluate.replies import ClaimChecker, reply_report
+    from talkplay.recommend.replies import TemplateReplies
+
+    tracks = {t.id: t for t in ds.tracks}
+    targets = build_targets(ds, resolve_protocol(ds, protocol), split=split)[:n]
+    checker = ClaimChecker(ds.tracks)
+    report = {}
+    for name, system in built.items():
+        with console.status(f"{name}: replies on {len(targets)} targets ..."):
+            if name in TALKPLAY_MODES:
+                system = build_talkplay(run, name, keep_history, max_prompt_tokens)
+                system.with_reply = True
+            elif name in HYBRIDS:
+                system.tp.with_reply = True
+            else:
+                system = TemplateReplies(system, tracks)
+            try:
+                report[name] = reply_report(system, targets, tracks, checker)
+            finally:
+                if name in HYBRIDS:
+                    system.tp.with_reply = False
+    write_json(out / "replies.json", report)
+    with atomic_path(out / "replies.md") as tmp:
+        tmp.write_text(replies_table(report) + "\n")
+    return report
+
+
+def replies_table(report: dict) -> str:
+    """Markdown table of ``check_replies``' report."""
+    rows = ["| system | replies | no false claim | names the track | mean words | claims per reply | false claims by kind |",
+            "|---|---|---|---|---|---|---|"]
+    for name, r in report.items():
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(r["false_by_kind"].items())) or "none"
+        rows.append(f"| {name} | {r['replies']} | {r['no_false_claim']:.1%} | {r['names_track']:.1%} "
+                    f"| {r['mean_words']:.1f} | {r['claims_per_reply']:.2f} | {kinds} |")
+    return "\n".join(rows)
+
+
 def write_manifest(out: Path, *, data: Path, run: Path | None, systems: dict, protocol: str,
                    resolved: str, split: str, limit: int | None, ks: tuple[int, ...], options,
                    keep_history: bool) -> None:
@@ -182,6 +229,10 @@ def evaluate(
                      "(default: the training context minus 64).")] = None,
     refit: Annotated[bool, typer.Option(
         help="talkplay-hybrid: fit the weights again even if RUN/hybrid.json has them.")] = False,
+    replies: Annotated[int, typer.Option(
+        min=0, help="Also generate each system's reply on the first N targets and check its "
+                    "claims against the recommended track (OUT/replies.json, replies.md); "
+                    "baselines answer from a template. 0: off.")] = 0,
 ) -> None:
     """Evaluate systems on the test conversations; write results.json/.md, a plot and predictions."""
     quiet_libraries()  # before the imports too: faiss logs while it is imported
@@ -224,6 +275,9 @@ def evaluate(
         write_manifest(out, data=data, run=run, systems=built, protocol=protocol,
                        resolved=results["protocol"], split=split, limit=limit, ks=cutoffs,
                        options=options, keep_history=keep_history)
+        checked = (check_replies(ds, built, run, out, replies, protocol=protocol, split=split,
+                                 keep_history=keep_history, max_prompt_tokens=max_prompt_tokens)
+                   if replies else None)
     except (DataError, ValueError) as e:
         fail(str(e))
     console.print(Markdown(f"**{results['protocol']} protocol**, {results['targets']} targets "
@@ -234,5 +288,9 @@ def evaluate(
     if results.get("comparisons"):
         console.print(Markdown("Paired bootstrap over conversations (first system minus each other)"))
         console.print(Markdown(comparison_table(results)))
+    if checked:
+        console.print(Markdown(f"Replies on the first {replies} targets (claims checked against "
+                               "the recommended track)"))
+        console.print(Markdown(replies_table(checked)))
     console.print(f"wrote {out}/results.json, results.md, manifest.json, mrr_by_turn.png and "
-                  "predictions")
+                  "predictions" + (", replies.json and replies.md" if checked else ""))

@@ -39,6 +39,10 @@ def train(
     playlist_dropout: Annotated[float | None, typer.Option(
         min=0, max=1, help="Share of warm tracks' blocks in training conversations shown with "
                            "<|playlist-none|> (modality dropout for cold tracks; 0: paper).")] = None,
+    grounded_replies: Annotated[bool | None, typer.Option(
+        "--grounded-replies/--no-grounded-replies",
+        help="Show each music block's track facts (title, artist, album, year, tags) after it, "
+             "so replies are written with the track in view (not in the paper).")] = None,
     dense_head: Annotated[float | None, typer.Option(
         min=0, help="Weight of the dense head's contrastive loss: the hidden state at "
                     "<start_of_music> learns to pick its track's content embedding, so "
@@ -77,7 +81,7 @@ def train(
                  "batch_size": batch_size, "grad_accum": grad_accum,
                  "context_length": context_length, "self_sim_lambda": self_sim_lambda,
                  "playlist_share": playlist_share, "playlist_dropout": playlist_dropout,
-                 "dense_head": dense_head,
+                 "dense_head": dense_head, "grounded_replies": grounded_replies,
                  "warmup_steps": warmup_steps,
                  "eval_every": eval_every, "save_every": save_every, "seed": seed,
                  "train_top_layers": train_top_layers, "precision": precision,

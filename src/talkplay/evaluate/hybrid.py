@@ -136,15 +136,20 @@ class HybridRecommender:
             # Retriever order -> codebook order (the same dataset; usually the identity).
             perm = np.array([self.row[t] for t in r.ids], dtype=np.int64)
             self.retrievers[key] = (r, perm)
-        used = [s for s in SOURCES if (s == "beam" and "lm" not in cfg.without)
-                or (s == "head" and head is not None and "head" not in cfg.without)
-                or (s in retrievers and s not in cfg.without)]
-        self.description = (f"TalkPlay hybrid: pool of {cfg.pool} per source from "
-                            f"{', '.join(used)}; model log-prob of every candidate; weights "
-                            f"{self._weights_text()} fit on {cfg.fitted.get('split', 'nothing')}")
+        self.used = [s for s in SOURCES if (s == "beam" and "lm" not in cfg.without)
+                     or (s == "head" and head is not None and "head" not in cfg.without)
+                     or (s in retrievers and s not in cfg.without)]
+        """The sources its pool draws from."""
 
-    def _weights_text(self) -> str:
-        return ", ".join(f"{k} {self.cfg.weights.get(k, 0.0):g}" for k in self.active)
+    @property
+    def description(self) -> str:
+        """Sources, features and the current weights (after ``fit_weights``, the fitted ones)."""
+        scored = "model log-prob" if "lm" in self.active else "no model log-prob"
+        head = "; dense head" if "head" in self.active else ""
+        weights = ", ".join(f"{k} {self.cfg.weights.get(k, 0.0):g}" for k in self.active)
+        return (f"TalkPlay hybrid: pool of {self.cfg.pool} per source from "
+                f"{', '.join(self.used)}; {scored} of every candidate{head}; weights {weights} "
+                f"fit on {self.cfg.fitted.get('split', 'nothing')}")
 
     def pool(self, history: list[Message], exclude: set[str] | None = None) -> Pool:
         """The candidates of one query and their features (see the module docstring)."""
@@ -274,7 +279,8 @@ class HybridRecommender:
         """The model's reply after the music block of the hybrid's first track."""
         prompt, _ = self.tp.prompt(history)
         return self.tp.reply_to_block(self.tp._prompt_state(prompt),
-                                      self.tp.codebook.codes_of(track_id), self.tp.generator(prompt))
+                                      self.tp.codebook.codes_of(track_id), self.tp.generator(prompt),
+                                      track_id)
 
 
 def fit_weights(hybrid: HybridRecommender, targets, cluster_of: dict[str, str],

@@ -8,6 +8,12 @@ Layout of one rendered conversation (the model's own chat template, paper's syst
     <assistant> <start_of_music><|playlist-3|>...<|audio-7|><end_of_music> text <end-of-turn>
     ...
 
+With grounded replies (``facts`` given; not in the paper) each music block is followed by the
+track's catalog facts as text (``lm.facts``), never trained on, so the reply that follows can
+talk about the track it follows::
+
+    <assistant> <start_of_music>...<end_of_music>(Title by Artist; album A; 1994, the 90s; tags) text
+
 Music blocks come BEFORE the assistant's text in each assistant turn (the paper's order), and
 they are built as ids from the codebook, never by tokenising text: text from people is encoded
 with special-token parsing disabled, so typing ``<|audio-5|>`` yields plain text pieces.
@@ -23,6 +29,7 @@ the template and is parsed normally, content never is.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
@@ -109,23 +116,27 @@ def render_turns(turns: list[Turn], tokenizer: PreTrainedTokenizerBase,
 
 
 def _groups(conv: Conversation, tokenizer: PreTrainedTokenizerBase, codebook: Codebook,
-            vocab: MusicVocab, hide_playlist: frozenset[int] = frozenset()) -> list[Turn]:
+            vocab: MusicVocab, hide_playlist: frozenset[int] = frozenset(),
+            facts: Callable[[str], str] | None = None) -> list[Turn]:
     """Messages -> turns; music messages join the assistant turn of their exchange (before text).
 
-    An exchange is everything between two user messages: its music blocks (in order) then its
-    assistant texts (joined by a newline) form one assistant turn.
+    An exchange is everything between two user messages: its music blocks (in order, each
+    followed by its track's facts when ``facts`` is given) then its assistant texts (joined by
+    a newline) form one assistant turn.
     """
     rejected = {int(i) for i in conv.meta.get("rejected", [])}
     turns: list[Turn] = []
-    music: list[tuple[list[int], bool]] = []
+    music: list[tuple[list[int], bool, str]] = []
     texts: list[str] = []
 
     def flush() -> None:
         if not music and not texts:
             return
         t = Turn("assistant")
-        for ids, trained in music:
+        for ids, trained, track_id in music:
             t.add(ids, trained)
+            if facts is not None:
+                t.add(facts_ids(tokenizer, facts, track_id), False)
         t.add(encode_text(tokenizer, "\n".join(texts)), True)
         turns.append(t)
         music.clear()
@@ -146,11 +157,17 @@ def _groups(conv: Conversation, tokenizer: PreTrainedTokenizerBase, codebook: Co
             codes = codebook.codes_of(msg.content)
             if i in hide_playlist:
                 codes = (MISSING, *codes[1:])
-            music.append((vocab.ids(codes), i not in rejected))
+            music.append((vocab.ids(codes), i not in rejected, msg.content))
         elif msg.role == "assistant":
             texts.append(msg.content)
     flush()
     return turns
+
+
+def facts_ids(tokenizer: PreTrainedTokenizerBase, facts: Callable[[str], str],
+              track_id: str) -> list[int]:
+    """The ids of one track's facts line as it follows its music block (plain text)."""
+    return encode_text(tokenizer, facts(track_id))
 
 
 def _system(tokenizer: PreTrainedTokenizerBase, system_prompt: str) -> Turn:
@@ -180,7 +197,8 @@ def render_conversation(conv: Conversation, tokenizer: PreTrainedTokenizerBase,
                         codebook: Codebook, vocab: MusicVocab,
                         system_prompt: str = SYSTEM_PROMPT,
                         context_length: int = 1024,
-                        hide_playlist: frozenset[int] = frozenset()) -> list[Rendered]:
+                        hide_playlist: frozenset[int] = frozenset(),
+                        facts: Callable[[str], str] | None = None) -> list[Rendered]:
     """Render one conversation for training, split into windows that fit ``context_length``.
 
     A conversation that fits is one sequence. A longer one becomes several windows, each with
@@ -198,11 +216,12 @@ def render_conversation(conv: Conversation, tokenizer: PreTrainedTokenizerBase,
         hide_playlist: message indices whose music block shows ``<|playlist-none|>`` instead of
             the track's playlist code (modality dropout: cold tracks carry that token, so the
             model must learn to emit and score it).
+        facts: track id -> its facts line (grounded replies; ``lm.facts``), or None.
     Returns:
         One or more ``Rendered`` sequences (ids, mask).
     """
     system = _system(tokenizer, system_prompt)
-    turns = _groups(conv, tokenizer, codebook, vocab, hide_playlist)
+    turns = _groups(conv, tokenizer, codebook, vocab, hide_playlist, facts)
     out: list[Rendered] = []
     end = len(turns)
     while end > 0:
@@ -218,7 +237,8 @@ def render_conversation(conv: Conversation, tokenizer: PreTrainedTokenizerBase,
 
 def render_prompt(history: list[Message], tokenizer: PreTrainedTokenizerBase, codebook: Codebook,
                   vocab: MusicVocab, system_prompt: str = SYSTEM_PROMPT,
-                  context_length: int = 1024, reserve: int = 64) -> list[int]:
+                  context_length: int = 1024, reserve: int = 64,
+                  facts: Callable[[str], str] | None = None) -> list[int]:
     """The generation prompt for a chat history: ids ending where the assistant's music block
     starts (right after the assistant header; the next token to generate is ``<start_of_music>``).
 
@@ -231,23 +251,25 @@ def render_prompt(history: list[Message], tokenizer: PreTrainedTokenizerBase, co
         system_prompt: system message (default: the paper's).
         context_length: the model's training context.
         reserve: tokens kept free for the music block and the reply.
+        facts: as for ``render_conversation`` (the run's training choice).
     Returns:
         Prompt token ids.
     """
     return fit_prompt(history, tokenizer, codebook, vocab, system_prompt, context_length,
-                      reserve)[0]
+                      reserve, facts)[0]
 
 
 def fit_prompt(history: list[Message], tokenizer: PreTrainedTokenizerBase, codebook: Codebook,
                vocab: MusicVocab, system_prompt: str = SYSTEM_PROMPT,
-               context_length: int = 1024, reserve: int = 64) -> tuple[list[int], int]:
+               context_length: int = 1024, reserve: int = 64,
+               facts: Callable[[str], str] | None = None) -> tuple[list[int], int]:
     """``render_prompt`` that also says how many of the history's turns were dropped to fit.
 
     Returns:
         (prompt ids, number of chat-template turns dropped from the start; 0 = nothing cut).
     """
     conv = Conversation(id="prompt", messages=list(history))
-    turns = _groups(conv, tokenizer, codebook, vocab)
+    turns = _groups(conv, tokenizer, codebook, vocab, facts=facts)
     r, first = _fit(_system(tokenizer, system_prompt), turns, tokenizer,
                     max(1, context_length - reserve), True)
     return r.ids, first

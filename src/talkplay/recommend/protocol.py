@@ -22,7 +22,7 @@ class Recommendation:
     """Best first."""
     reply: str = ""
     """The assistant's text (empty from a system that only ranks; chat and serve give the
-    retrieval baselines a reply from catalog facts, ``serve.replies``)."""
+    retrieval baselines a reply from catalog facts, ``recommend.replies``)."""
     info: dict = field(default_factory=dict)
     """Diagnostics, e.g. the generated codes and whether they matched a catalog item exactly."""
 

@@ -30,6 +30,7 @@ import logging
 import threading
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,8 @@ import torch
 from talkplay.config import GenerateConfig
 from talkplay.data.errors import DataError
 from talkplay.data.schema import Message
-from talkplay.lm.render import fit_prompt
+from talkplay.lm.facts import facts_lookup
+from talkplay.lm.render import facts_ids, fit_prompt
 from talkplay.lm.vocab import MusicVocab, music_token_table
 from talkplay.recommend.constraints import CatalogTrie
 from talkplay.recommend.engine import (
@@ -115,6 +117,9 @@ class TalkPlayRecommender:
         """Prompts that reused a cached prefix, and tokens reused / seen in all (benchmarks)."""
         self.run: str | None = None
         """The run directory (set by ``from_run``; named in errors)."""
+        self.facts: Callable[[str], str] | None = None
+        """Grounded replies (a run trained with them; set by ``from_run``): track id -> the facts
+        line shown after its music block in prompts and before the reply (``lm.facts``)."""
 
     @classmethod
     def from_run(cls, run: str | Path, cfg: GenerateConfig | None = None, mode: str | None = None,
@@ -144,16 +149,23 @@ class TalkPlayRecommender:
         if cfg is None:
             cfg = from_dict(GenerateConfig, saved.get("generate", {}))
         context = int(saved.get("train", {}).get("context_length", 1024))
-        popularity = None
+        popularity = tracks = None
+        grounded = bool(saved.get("train", {}).get("grounded_replies", False))
         data = manifest.get("data")
         if data and Path(data, "manifest.json").exists():
-            pops = {t.id: t.popularity or 0.0 for t in read_dataset(data).tracks}
+            tracks = read_dataset(data).tracks
+            pops = {t.id: t.popularity or 0.0 for t in tracks}
             popularity = np.array([pops.get(t, 0.0) for t in codebook.item_ids], dtype=np.float64)
+        elif grounded:
+            raise DataError(f"run {run} was trained with grounded replies, which need its "
+                            f"dataset's track facts; the dataset {data} is not there")
         else:
             log.warning("run %s: dataset %s not found; lookup ties ignore popularity", run, data)
         rec = cls(model, tokenizer, codebook, cfg, mode=mode, popularity=popularity,
                   context_length=context, with_reply=with_reply, cache_size=cache_size)
         rec.run = str(run)
+        if grounded:
+            rec.facts = facts_lookup(tracks)
         return rec
 
     def prompt_ids(self, history: list[Message]) -> list[int]:
@@ -175,7 +187,8 @@ class TalkPlayRecommender:
         limit = self.cfg.max_prompt_tokens  # None: what training showed (context - reserve)
         budget = {"context_length": limit, "reserve": 0} if limit else {
             "context_length": self.context_length}
-        ids, dropped = fit_prompt(history, self.tokenizer, self.codebook, self.vocab, **budget)
+        ids, dropped = fit_prompt(history, self.tokenizer, self.codebook, self.vocab,
+                                  facts=self.facts, **budget)
         return ids + [self.vocab.start], {"prompt_tokens": len(ids) + 1, "prompt_cut": dropped > 0}
 
     @torch.inference_mode()
@@ -214,8 +227,13 @@ class TalkPlayRecommender:
                               item_text(self.codebook.codes[r].tolist())) for r, s in ranked]
         reply = ""
         if self.with_reply:
-            reply = (self._reply(after, generator) if after is not None
-                     else self.reply_to_block(state, codes, generator))
+            first = tracks[0].track_id if tracks else None
+            if after is not None:  # paper mode: the sampled block is in ``after`` already
+                if self.facts is not None and first is not None:
+                    extend(self.model, after, facts_ids(self.tokenizer, self.facts, first))
+                reply = self._reply(after, generator)
+            else:
+                reply = self.reply_to_block(state, codes, generator, first)
         return Recommendation(tracks=tracks[:k], reply=reply, info=info)
 
     def generator(self, prompt: list[int]) -> torch.Generator:
@@ -223,7 +241,8 @@ class TalkPlayRecommender:
         return torch.Generator().manual_seed(
             int(self.cfg.seed) + zlib.crc32(np.asarray(prompt, dtype=np.int64).tobytes()))
 
-    def reply_to_block(self, state: DecodeState, codes, generator: torch.Generator) -> str:
+    def reply_to_block(self, state: DecodeState, codes, generator: torch.Generator,
+                       track_id: str | None = None) -> str:
         """The reply after ``codes``' music block: the block and ``<end_of_music>`` go through
         the model in one forward from the prompt ``state`` (left unchanged), then the text.
 
@@ -231,9 +250,13 @@ class TalkPlayRecommender:
             state: the state after the prompt (may be the cached one).
             codes: the five codes of the chosen track.
             generator: the prompt's seeded generator (``generator``).
+            track_id: the track the reply is about; with grounded replies its facts line
+                follows ``<end_of_music>`` (in the same forward).
         """
-        after = extend(self.model, copy_state(state) if self.cache_size else state,
-                       self.vocab.ids(codes)[1:])
+        ids = self.vocab.ids(codes)[1:]
+        if self.facts is not None and track_id is not None:
+            ids += facts_ids(self.tokenizer, self.facts, track_id)
+        after = extend(self.model, copy_state(state) if self.cache_size else state, ids)
         return self._reply(after, generator)
 
     def _prompt_state(self, prompt: list[int]) -> DecodeState:

@@ -62,7 +62,7 @@ def load_recommender(run: Path | None = None, system: str | None = None,
         from talkplay.recommend.recommender import load_talkplay
 
         return load_talkplay(run), ds
-    from talkplay.serve.replies import TemplateReplies
+    from talkplay.recommend.replies import TemplateReplies
 
     log.debug("indexing %d tracks for %s", len(ds.tracks), system)
     return TemplateReplies(SYSTEMS[system](ds), {t.id: t for t in ds.tracks}), ds

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +50,8 @@ class Renderer:
     codebook: Codebook
     vocab: MusicVocab
     context_length: int
+    facts: Callable[[str], str] | None = None
+    """Grounded replies: track id -> facts line shown after its music block (``lm.facts``)."""
 
     def conversation(self, conv, playlist_dropout: float = 0.0, seed: int = 0) -> list[Sample]:
         """Render one conversation; ``playlist_dropout`` hides the playlist code of that share of
@@ -60,7 +63,8 @@ class Renderer:
                   if m.role == "music" and i not in rejected and m.content in self.codebook.row]
         out, j = [], 0
         for r in render_conversation(conv, self.tokenizer, self.codebook, self.vocab,
-                                     context_length=self.context_length, hide_playlist=hide):
+                                     context_length=self.context_length, hide_playlist=hide,
+                                     facts=self.facts):
             music, j = music_positions(r, blocks, j)
             out.append(Sample(r.ids, r.mask, CONVERSATION, music))
         return out

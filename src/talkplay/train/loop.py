@@ -44,6 +44,7 @@ from talkplay.lm.checkpoint import (
     truncate_jsonl,
 )
 from talkplay.lm.dense_head import DenseHead, HeadSpec, content_matrix, content_modalities
+from talkplay.lm.facts import facts_lookup
 from talkplay.lm.grounding import INITS, cluster_texts, grounded_rows
 from talkplay.lm.vocab import MusicVocab, expand_vocabulary
 from talkplay.tokenize import grammar
@@ -231,7 +232,8 @@ def setup(data_dir: str | Path, run_dir: str | Path, prof: Profile, fresh: bool 
     if tc.token_init == "grounded":
         rows = grounded_rows(model.get_input_embeddings().weight, tok, cluster_texts(ds, codebook))
     vocab = expand_vocabulary(model, tok, grammar.vocabulary(codebook.k), seed=tc.seed, rows=rows)
-    r = Renderer(tok, codebook, vocab, tc.context_length)
+    r = Renderer(tok, codebook, vocab, tc.context_length,
+                 facts_lookup(ds.tracks) if tc.grounded_replies else None)
     train_split, valid_split = build_splits(ds, r, seed=tc.seed,
                                             playlist_dropout=tc.playlist_dropout)
     data = TrainData(train_split, r, batch_size=tc.batch_size, playlist_share=tc.playlist_share,

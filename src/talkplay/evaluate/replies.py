@@ -1,0 +1,146 @@
+"""Reply faithfulness: does a reply say only true things about the track it recommends?
+
+``ClaimChecker`` finds every checkable claim in a reply, using the catalog as the vocabulary of
+what can be claimed, and checks it against the recommended track (the first of the ranking):
+
+- a **year** (1950-2029) or a **decade** ("the 90s", "1990s", "'90s") must match the track's
+  release year;
+- a **tag or genre word** of the catalog's vocabulary (any track's tags or pseudo tags, as
+  whole words) must be one of the track's own tags;
+- an **artist**, **title** or **album** of another catalog track named in the reply is false
+  unless it is this track's own.
+
+Text naming the track itself (its title, artists, album) is removed before tags are matched,
+so "Blue Hour" does not claim the tag "blue". What cannot be checked against the catalog
+(adjectives outside its vocabulary, opinions) is not counted either way.
+
+``reply_report`` runs a recommender with replies on evaluation turns and summarises: the share
+of replies with no false claim, the share that name the track (its title), the mean length in
+words, and a few examples with their false claims.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+
+from talkplay.data.conversations.describe import decade
+from talkplay.data.schema import Track
+
+_YEAR = re.compile(r"\b(19[5-9]\d|20[0-2]\d)\b")
+_DECADE = re.compile(r"(?:\b|')(\d{2}|\d{4})s\b")
+MIN_NAME = 4
+"""Names shorter than this (characters) are not matched: too many collide with plain words."""
+
+
+@dataclass
+class ReplyCheck:
+    """The verdict on one reply."""
+
+    false_claims: list[str] = field(default_factory=list)
+    """Each false claim as "kind: text" (e.g. "decade: 80s", "tag: rock", "artist: Nirvana")."""
+    claims: int = 0
+    """Checkable claims found (true and false)."""
+    names_track: bool = False
+    """The reply contains the track's title."""
+    words: int = 0
+
+
+def _phrase_pattern(phrases: Iterable[str]) -> re.Pattern | None:
+    """One regex matching any phrase as whole words, longest first."""
+    ordered = sorted({p for p in phrases if len(p) >= MIN_NAME or " " in p}, key=len, reverse=True)
+    if not ordered:
+        return None
+    return re.compile(r"(?<![\w])(" + "|".join(re.escape(p) for p in ordered) + r")(?![\w])")
+
+
+class ClaimChecker:
+    """Checks replies against the tracks they recommend, with a catalog's vocabulary."""
+
+    def __init__(self, tracks: Iterable[Track]):
+        tracks = list(tracks)
+        self.tags = _phrase_pattern(t.lower() for tr in tracks for t in (*tr.tags, *tr.pseudo_tags))
+        self.names = {
+            "artist": _phrase_pattern(a.lower() for tr in tracks for a in tr.artists),
+            "title": _phrase_pattern(tr.title.lower() for tr in tracks if tr.title),
+            "album": _phrase_pattern(tr.album.lower() for tr in tracks if tr.album),
+        }
+
+    def check(self, reply: str, track: Track) -> ReplyCheck:
+        """All checkable claims of ``reply`` about ``track``."""
+        text = " ".join(reply.lower().split())
+        out = ReplyCheck(words=len(text.split()))
+        title = track.title.lower() if track.title else ""
+        out.names_track = bool(title) and re.search(
+            r"(?<![\w])" + re.escape(title) + r"(?![\w])", text) is not None
+        own = {"artist": {a.lower() for a in track.artists}, "title": {title},
+               "album": {track.album.lower()} if track.album else set()}
+        rest = text
+        for kind, pattern in self.names.items():
+            if pattern is None:
+                continue
+            for m in pattern.finditer(text):
+                out.claims += 1
+                if m.group(1) not in own[kind]:
+                    out.false_claims.append(f"{kind}: {m.group(1)}")
+        for name in sorted((n for names in own.values() for n in names if n), key=len, reverse=True):
+            rest = rest.replace(name, " ")  # the track's own names claim no tags or years
+        year = track.year
+        for m in _YEAR.finditer(rest):
+            out.claims += 1
+            if year != int(m.group(1)):
+                out.false_claims.append(f"year: {m.group(1)}")
+        forms = set(decade(year)[1:] + (f"{year // 10 * 10}s",)) if year else set()
+        for m in _DECADE.finditer(rest):
+            said = m.group(1) + "s"
+            out.claims += 1
+            if said not in forms:
+                out.false_claims.append(f"decade: {said}")
+        if self.tags is not None:
+            mine = {t.lower() for t in (*track.tags, *track.pseudo_tags)}
+            for m in self.tags.finditer(rest):
+                out.claims += 1
+                if m.group(1) not in mine:
+                    out.false_claims.append(f"tag: {m.group(1)}")
+        return out
+
+
+def reply_report(system, targets: list, tracks: dict[str, Track], checker: ClaimChecker,
+                 examples: int = 3) -> dict:
+    """Replies of ``system`` on ``targets``, checked against each turn's first track.
+
+    Args:
+        system: a recommender that writes replies (``Recommendation.reply``).
+        targets: ``evaluate.protocols.Target`` list (their histories are the turns).
+        tracks: the catalog, id -> track.
+        checker: the catalog's ``ClaimChecker``.
+        examples: replies kept verbatim in the report (the first ones with a false claim, then
+            the first ones).
+    Returns:
+        ``{"replies", "no_false_claim", "names_track", "mean_words", "claims_per_reply",
+        "false_by_kind", "examples"}``.
+    """
+    checks, kept, bad = [], [], []
+    for t in targets:
+        rec = system.recommend(t.history, k=1, exclude=set(t.exclude))
+        if not rec.tracks or rec.tracks[0].track_id not in tracks:
+            continue
+        track = tracks[rec.tracks[0].track_id]
+        c = checker.check(rec.reply, track)
+        checks.append(c)
+        row = {"request": next((m.content for m in reversed(t.history) if m.role == "user"), ""),
+               "track": f"{track.title} by {track.artist}", "reply": rec.reply, **asdict(c)}
+        (bad if c.false_claims else kept).append(row)
+    n = len(checks)
+    kinds: dict[str, int] = {}
+    for c in checks:
+        for claim in c.false_claims:
+            kind = claim.split(":", 1)[0]
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return {"replies": n,
+            "no_false_claim": sum(not c.false_claims for c in checks) / max(n, 1),
+            "names_track": sum(c.names_track for c in checks) / max(n, 1),
+            "mean_words": sum(c.words for c in checks) / max(n, 1),
+            "claims_per_reply": sum(c.claims for c in checks) / max(n, 1),
+            "false_by_kind": kinds, "examples": (bad[:examples] + kept)[:examples]}

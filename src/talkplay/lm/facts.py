@@ -1,0 +1,43 @@
+"""What a grounded reply may say about a track: its catalog facts, as one short line of text.
+
+With grounded replies (``talkplay train --grounded-replies``) each music block in a rendered
+conversation is followed by this line (context, never a training target), and the reply comes
+after it: the model reads what the chosen track is before it talks about it. Training, prompts
+and the reply at inference all go through ``lm.render`` with the same ``facts`` function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from talkplay.data.conversations.describe import decade
+from talkplay.data.schema import Track
+
+MAX_TAGS = 4
+
+
+def track_facts(track: Track, max_tags: int = MAX_TAGS) -> str:
+    """"(Blue Hour by Ann Lee; album Night; 1965, the 60s; jazz, mellow)": title and artists,
+    album, year and decade, the first tags (or pseudo tags); missing fields are left out."""
+    name = track.title or "untitled"
+    if track.artists:
+        name += f" by {', '.join(track.artists)}"
+    parts = [name]
+    if track.album:
+        parts.append(f"album {track.album}")
+    if track.year:
+        parts.append(f"{track.year}, {decade(track.year)[0]}")
+    tags = list(track.tags or track.pseudo_tags)[:max_tags]
+    if tags:
+        parts.append(", ".join(tags))
+    return "(" + "; ".join(parts) + ")"
+
+
+def facts_lookup(tracks: Iterable[Track]) -> Callable[[str], str]:
+    """track id -> its ``track_facts`` line (computed once per track)."""
+    table = {t.id: track_facts(t) for t in tracks}
+
+    def facts(track_id: str) -> str:
+        return table.get(track_id, "")
+
+    return facts
