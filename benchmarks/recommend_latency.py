@@ -3,7 +3,7 @@ decoding mode, beside the BM25 and dense baselines on the same turns; what reusi
 of the previous turn's prompt saves; and what ``talkplay-hybrid`` costs beside beam mode.
 
     .venv/bin/python benchmarks/recommend_latency.py [--run RUN --data DIR] [--turns 24]
-        [--reply-turns 8] [--conversations 40] [--cache-turns 24] [--threads N]
+        [--reply-turns 8] [--threads N] [--parts modes,reply,hybrid]
 
 Without ``--run/--data`` a small world is built in a temporary directory (about 2-3 minutes on
 2 CPU cores): ``talkplay data synth --tracks 500 --no-audio``-sized tracks and playlists,
@@ -257,7 +257,13 @@ def main() -> None:
                          "each other and were measured 17-35x slower)")
     ap.add_argument("--keep", type=Path, help="build the world here and keep it")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--parts", default="modes,reply,hybrid",
+                    help="what to measure, comma-separated: modes (paper/beam with and without the "
+                         "cache), reply (the +reply modes; grounded when the run is), hybrid")
     args = ap.parse_args()
+    args.parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not args.parts or args.parts - {"modes", "reply", "hybrid"}:
+        ap.error(f"--parts takes modes, reply, hybrid; got {sorted(args.parts)}")
     if (args.run is None) != (args.data is None):
         ap.error("give both --run and --data, or neither")
     logging.basicConfig(level=logging.WARNING)
@@ -317,25 +323,28 @@ def run_benchmark(args: argparse.Namespace, console: Console) -> None:
         base.prompt_ids(t.history)
         prompt_ms.append((time.perf_counter() - t0) * 1e3)
     speedups = []
-    for mode in ("paper", "beam"):
+    for mode in ("paper", "beam") if "modes" in args.parts else ():
         on, off = measure_talkplay(base, mode, False, turns, cache_sizes=(8, 0))
         same = on.rankings == off.rankings
         speedups.append((mode, off.median() / on.median(), sum(off.seconds) / sum(on.seconds),
                          same))
         rows += [on, off]
-    for mode in ("paper", "beam"):
+    for mode in ("paper", "beam") if "reply" in args.parts else ():
         rows += measure_talkplay(base, mode, True, reply_turns)
     console.print(table(rows, rows[0]))
+    grounded = "grounded in the track's facts" if base.facts else "not grounded"
     console.print(f"prompt rendering (render_prompt, tokenizer included): median "
                   f"{np.median(prompt_ms):.1f} ms, p95 {np.percentile(prompt_ms, 95):.1f} ms per turn; "
-                  f"reply cap {base.cfg.max_reply_tokens} tokens, {base.cfg.num_beams} beams")
+                  f"reply cap {base.cfg.max_reply_tokens} tokens ({grounded}), "
+                  f"{base.cfg.num_beams} beams")
     for mode, med, tot, same in speedups:
         console.print(f"prefix cache, {mode}: {med:.2f}x faster median turn, {tot:.2f}x total "
                       f"over the replay; rankings {'identical' if same else 'DIFFERENT'} with "
                       "and without it")
-    side, source = measure_hybrid(base, ds, args.run, bm25, turns)
-    console.print(hybrid_table(side))
-    console.print(f"talkplay-hybrid: {source}")
+    if "hybrid" in args.parts:
+        side, source = measure_hybrid(base, ds, args.run, bm25, turns)
+        console.print(hybrid_table(side))
+        console.print(f"talkplay-hybrid: {source}")
 
 
 if __name__ == "__main__":
