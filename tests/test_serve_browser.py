@@ -1,8 +1,9 @@
 """The chat page and the API docs in headless Chromium (Debian's /usr/bin/chromium driven by
 Playwright), with every request to a host other than the local server aborted and recorded.
 
-Chat: types a request, sees track cards with a title and artist, plays nothing, clicks like, sees
-the next turn, and saves screenshots (phone and desktop) under test-artifacts/. Docs: /docs
+Chat: types a request, sees track cards with a title and artist and a reply grounded in the
+first track's facts, plays nothing, clicks like, sees the next turn, and saves screenshots (phone
+and desktop) under test-artifacts/. Docs: /docs
 renders every operation from local assets only.
 """
 
@@ -17,6 +18,7 @@ from test_serve_api import LiveServer, write_toy_catalog
 
 from talkplay.data.dataset import read_dataset
 from talkplay.evaluate.baselines import SYSTEMS
+from talkplay.recommend.replies import TemplateReplies
 from talkplay.serve.app import create_app
 from talkplay.serve.settings import ServeSettings
 
@@ -60,7 +62,8 @@ def browser():
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     ds = read_dataset(write_toy_catalog(tmp_path_factory.mktemp("browser") / "data"))
-    with LiveServer(create_app(SYSTEMS["bm25"](ds), ds, ServeSettings(k=4))) as server:
+    system = TemplateReplies(SYSTEMS["bm25"](ds), {t.id: t for t in ds.tracks})
+    with LiveServer(create_app(system, ds, ServeSettings(k=4))) as server:
         yield server
 
 
@@ -84,6 +87,9 @@ def test_chat_page_recommends_and_takes_feedback(browser, live, device):
     title = cards.first.locator(".title").inner_text()
     artist = cards.first.locator(".artist").inner_text()
     assert title == "Mr. Brightside" and artist == "The Killers"  # the BM25 answer on this catalog
+    # The reply is grounded in the first track's catalog facts (the screenshot shows it).
+    reply = page.locator(".msg.assistant .reply").first.inner_text()
+    assert reply.startswith("Here is Mr. Brightside by The Killers: "), reply
     assert cards.first.locator("audio").count() == 1  # this track has audio in the catalog
     assert cards.first.locator(".tag").first.inner_text()
     # Like the second card: a new turn arrives and the session records the like.
