@@ -288,8 +288,11 @@ def fit_weights(hybrid: HybridRecommender, targets, cluster_of: dict[str, str],
     """Choose the hybrid's weights by coordinate ascent on MRR over ``targets`` (valid split).
 
     Features are computed once per target (the model scoring is the expensive part); every
-    weight is then tried at each ``GRID`` value with the others fixed, for ``rounds`` passes.
-    Every weight may also be tried at 0, so a useless component drops out.
+    weight is then tried at each ``GRID`` value with the others fixed, for up to ``rounds``
+    passes. Every weight may also be tried at 0, so a useless component drops out. The ascent
+    runs from several starts (equal weights, each component left out, each component alone)
+    and the best valid MRR wins, so the full hybrid's fit is never stuck below a setting one of
+    its ablations reaches from the same start.
 
     Args:
         hybrid: the recommender (its ``cfg.weights`` are updated in place).
@@ -319,24 +322,38 @@ def fit_weights(hybrid: HybridRecommender, targets, cluster_of: dict[str, str],
                                     cluster_of=cluster_of or None)["mrr"]
         return total / max(len(targets), 1)
 
+    def ascend(w: dict[str, float]) -> tuple[dict[str, float], float]:
+        best = mrr(w)
+        for _ in range(rounds):
+            improved = False
+            for f in active:
+                for v in GRID:
+                    if v == w[f]:
+                        continue
+                    trial = {**w, f: v}
+                    m = mrr(trial)
+                    if m > best + 1e-9:
+                        best, w, improved = m, trial, True
+            if not improved:
+                break
+        return w, best
+
     active = hybrid.active
-    w = {f: (1.0 if f in active else 0.0) for f in FEATURES}
-    start = best = mrr(w)
-    for _ in range(rounds):
-        improved = False
-        for f in active:
-            for v in GRID:
-                if v == w[f]:
-                    continue
-                trial = {**w, f: v}
-                m = mrr(trial)
-                if m > best + 1e-9:
-                    best, w, improved = m, trial, True
-        if not improved:
-            break
+    equal = {f: (1.0 if f in active else 0.0) for f in FEATURES}
+    # Coordinate ascent stops at local optima: start it from equal weights, from each
+    # leave-one-out setting (where each ablation starts) and from each component alone.
+    starts = [equal, *({**equal, f: 0.0} for f in active if len(active) > 1),
+              *({g: float(g == f) for g in FEATURES} for f in active if len(active) > 1)]
+    start = mrr(equal)
+    w, best = equal, -1.0
+    for s0 in starts:
+        cand, m = ascend(dict(s0))
+        if m > best + 1e-9:
+            w, best = cand, m
     hybrid.cfg.weights = w
     hybrid.cfg.fitted = {"split": "valid", "targets": len(targets), "mrr_equal_weights": round(start, 4),
-                         "mrr_fitted": round(best, 4), "seconds": round(time.perf_counter() - t0, 1)}
+                         "mrr_fitted": round(best, 4), "starts": len(starts),
+                         "seconds": round(time.perf_counter() - t0, 1)}
     log.info("hybrid weights %s: valid MRR %.4f (equal weights %.4f)", w, best, start)
     return hybrid.cfg.fitted
 
