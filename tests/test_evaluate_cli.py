@@ -318,7 +318,14 @@ def test_weight_fit_is_at_least_as_good_as_every_start_it_tries():
     alone and each leave-one-out setting on the data it is fit on."""
     from types import SimpleNamespace
 
-    from talkplay.evaluate.hybrid import FEATURES, SOURCES, HybridConfig, HybridRecommender, Pool, fit_weights
+    from talkplay.evaluate.hybrid import (
+        FEATURES,
+        SOURCES,
+        HybridConfig,
+        HybridRecommender,
+        Pool,
+        fit_weights,
+    )
 
     rng = np.random.default_rng(1)  # data where ascent from equal weights alone gets stuck
     ids = [f"t{i}" for i in range(40)]
