@@ -159,6 +159,7 @@ def talkplay_variant(base, mode: str, with_reply: bool, cache_size: int):
     rec = TalkPlayRecommender(base.model, base.tokenizer, base.codebook, base.cfg, mode=mode,
                               popularity=base._pop, context_length=base.context_length,
                               with_reply=with_reply, cache_size=cache_size)
+    rec.run, rec.facts = base.run, base.facts  # the run's dense head and grounded replies
     rec.name = f"talkplay-{mode}" + (" +reply" if with_reply else "") + \
         ("" if cache_size else " (no cache)")
     return rec
