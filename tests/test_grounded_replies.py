@@ -22,7 +22,8 @@ runner = CliRunner()
 BLUE = Track(id="b", title="Blue Hour", artists=["Ann Lee"], album="Night Songs",
              release_date="1994-03-01", tags=["jazz", "mellow"])
 OTHER = Track(id="o", title="Thunder Road", artists=["Max Power"], album="Loud",
-              release_date="1981", tags=["rock", "upbeat", "blue"])
+              release_date="1981", tags=["rock", "upbeat", "blue", "80s"])
+SELF_TITLED = Track(id="s", title="Intro", artists=["Someone"], album="Ann Lee", tags=["90s"])
 
 
 def test_facts_line_says_what_the_catalog_says():
@@ -37,9 +38,11 @@ def test_facts_line_says_what_the_catalog_says():
     ("Blue Hour by Max Power, released in 1981.", ["artist: max power", "year: 1981"]),
     ("You will like Thunder Road.", ["title: thunder road"]),
     ("A 1990s classic.", []),
+    ("A song from the 90s by Ann Lee.", []),  # an era tag is a decade; the artist is no album
+    ("From the 80s, on Loud.", ["decade: 80s", "album: loud"]),
 ])
 def test_claims_are_checked_against_the_recommended_track(reply, false):
-    got = ClaimChecker([BLUE, OTHER]).check(reply, BLUE)
+    got = ClaimChecker([BLUE, OTHER, SELF_TITLED]).check(reply, BLUE)
     assert sorted(got.false_claims) == sorted(false)
     assert got.words == len(reply.split())
 

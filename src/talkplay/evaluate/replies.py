@@ -10,8 +10,10 @@ what can be claimed, and checks it against the recommended track (the first of t
 - an **artist**, **title** or **album** of another catalog track named in the reply is false
   unless it is this track's own.
 
-Text naming the track itself (its title, artists, album) is removed before tags are matched,
-so "Blue Hour" does not claim the tag "blue". What cannot be checked against the catalog
+Text naming the track itself (its title, artists, album) is removed before anything else is
+matched: it is true, "Blue Hour" claims no tag "blue", and an artist's name that is also
+another track's album title is the artist. Era tags ("90s") are checked as decades, against
+the release year. What cannot be checked against the catalog
 (adjectives outside its vocabulary, opinions) is not counted either way.
 
 ``reply_report`` runs a recommender with replies on evaluation turns and summarises: the share
@@ -77,15 +79,18 @@ class ClaimChecker:
         own = {"artist": {a.lower() for a in track.artists}, "title": {title},
                "album": {track.album.lower()} if track.album else set()}
         rest = text
+        for name in sorted((n for names in own.values() for n in names if n), key=len, reverse=True):
+            # The track's own names are true and claim nothing else (an artist's name may also
+            # be another track's album; "Blue Hour" claims no tag "blue").
+            hits = len(re.findall(r"(?<![\w])" + re.escape(name) + r"(?![\w])", rest))
+            out.claims += hits
+            rest = re.sub(r"(?<![\w])" + re.escape(name) + r"(?![\w])", " | ", rest)
         for kind, pattern in self.names.items():
             if pattern is None:
                 continue
-            for m in pattern.finditer(text):
+            for m in pattern.finditer(rest):
                 out.claims += 1
-                if m.group(1) not in own[kind]:
-                    out.false_claims.append(f"{kind}: {m.group(1)}")
-        for name in sorted((n for names in own.values() for n in names if n), key=len, reverse=True):
-            rest = rest.replace(name, " ")  # the track's own names claim no tags or years
+                out.false_claims.append(f"{kind}: {m.group(1)}")
         year = track.year
         for m in _YEAR.finditer(rest):
             out.claims += 1
@@ -100,6 +105,8 @@ class ClaimChecker:
         if self.tags is not None:
             mine = {t.lower() for t in (*track.tags, *track.pseudo_tags)}
             for m in self.tags.finditer(rest):
+                if _DECADE.fullmatch(m.group(1)) or _YEAR.fullmatch(m.group(1)):
+                    continue  # an era tag ("90s") is a decade claim, checked against the year
                 out.claims += 1
                 if m.group(1) not in mine:
                     out.false_claims.append(f"tag: {m.group(1)}")
@@ -119,9 +126,9 @@ def reply_report(system, targets: list, tracks: dict[str, Track], checker: Claim
             the first ones).
     Returns:
         ``{"replies", "no_false_claim", "names_track", "mean_words", "claims_per_reply",
-        "false_by_kind", "examples"}``.
+        "false_by_kind", "examples", "turns"}`` (``turns``: every reply with its verdict).
     """
-    checks, kept, bad = [], [], []
+    checks, kept, bad, rows = [], [], [], []
     for t in targets:
         rec = system.recommend(t.history, k=1, exclude=set(t.exclude))
         if not rec.tracks or rec.tracks[0].track_id not in tracks:
@@ -130,7 +137,9 @@ def reply_report(system, targets: list, tracks: dict[str, Track], checker: Claim
         c = checker.check(rec.reply, track)
         checks.append(c)
         row = {"request": next((m.content for m in reversed(t.history) if m.role == "user"), ""),
-               "track": f"{track.title} by {track.artist}", "reply": rec.reply, **asdict(c)}
+               "track_id": track.id, "track": f"{track.title} by {track.artist}",
+               "reply": rec.reply, **asdict(c)}
+        rows.append(row)
         (bad if c.false_claims else kept).append(row)
     n = len(checks)
     kinds: dict[str, int] = {}
@@ -143,4 +152,5 @@ def reply_report(system, targets: list, tracks: dict[str, Track], checker: Claim
             "names_track": sum(c.names_track for c in checks) / max(n, 1),
             "mean_words": sum(c.words for c in checks) / max(n, 1),
             "claims_per_reply": sum(c.claims for c in checks) / max(n, 1),
-            "false_by_kind": kinds, "examples": (bad[:examples] + kept)[:examples]}
+            "false_by_kind": kinds, "examples": (bad[:examples] + kept)[:examples],
+            "turns": rows}
