@@ -24,6 +24,7 @@ BLUE = Track(id="b", title="Blue Hour", artists=["Ann Lee"], album="Night Songs"
 OTHER = Track(id="o", title="Thunder Road", artists=["Max Power"], album="Loud",
               release_date="1981", tags=["rock", "upbeat", "blue", "80s"])
 SELF_TITLED = Track(id="s", title="Intro", artists=["Someone"], album="Ann Lee", tags=["90s"])
+HERE = Track(id="h", title="Here", artists=["Mozart"], album="For You")  # plain-word names
 
 
 def test_facts_line_says_what_the_catalog_says():
@@ -40,9 +41,11 @@ def test_facts_line_says_what_the_catalog_says():
     ("A 1990s classic.", []),
     ("A song from the 90s by Ann Lee.", []),  # an era tag is a decade; the artist is no album
     ("From the 80s, on Loud.", ["decade: 80s", "album: loud"]),
+    ("Here is one for you, I like it.", []),  # "Here" and "For You" are names, but plain words
+    ("A piece in the style of Mozart.", ["artist: mozart"]),
 ])
 def test_claims_are_checked_against_the_recommended_track(reply, false):
-    got = ClaimChecker([BLUE, OTHER, SELF_TITLED]).check(reply, BLUE)
+    got = ClaimChecker([BLUE, OTHER, SELF_TITLED, HERE]).check(reply, BLUE)
     assert sorted(got.false_claims) == sorted(false)
     assert got.words == len(reply.split())
 

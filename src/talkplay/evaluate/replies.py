@@ -8,7 +8,9 @@ what can be claimed, and checks it against the recommended track (the first of t
 - a **tag or genre word** of the catalog's vocabulary (any track's tags or pseudo tags, as
   whole words) must be one of the track's own tags;
 - an **artist**, **title** or **album** of another catalog track named in the reply is false
-  unless it is this track's own.
+  unless it is this track's own. Names of two or more words (one a content word) match in any
+  case; one-word names only as written, capitalised and not opening a sentence (real catalogs
+  have tracks called "Here" or "Home", which plain replies say all the time).
 
 Text naming the track itself (its title, artists, album) is removed before anything else is
 matched: it is true, "Blue Hour" claims no tag "blue", and an artist's name that is also
@@ -28,12 +30,13 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from talkplay.data.conversations.describe import decade
+from talkplay.data.conversations.phrases import STOPWORDS
 from talkplay.data.schema import Track
 
 _YEAR = re.compile(r"\b(19[5-9]\d|20[0-2]\d)\b")
 _DECADE = re.compile(r"(?:\b|')(\d{2}|\d{4})s\b")
 MIN_NAME = 4
-"""Names shorter than this (characters) are not matched: too many collide with plain words."""
+"""One-word names and tags shorter than this (characters) are not matched."""
 
 
 @dataclass
@@ -49,12 +52,35 @@ class ReplyCheck:
     words: int = 0
 
 
-def _phrase_pattern(phrases: Iterable[str]) -> re.Pattern | None:
-    """One regex matching any phrase as whole words, longest first."""
-    ordered = sorted({p for p in phrases if len(p) >= MIN_NAME or " " in p}, key=len, reverse=True)
+def _words(name: str) -> list[str]:
+    return re.findall(r"[\w']+", name.lower())
+
+
+def _is_multi(name: str) -> bool:
+    """A name of two or more words, one of them a content word: matched in any case."""
+    words = _words(name)
+    return len(words) >= 2 and any(w not in STOPWORDS and len(w) >= 3 for w in words)
+
+
+def _is_single(name: str) -> bool:
+    """A one-word name ("Adele", "Nevermind"): matched only as written, capitalised, and not
+    as the first word of a sentence, where any word is capitalised ("Here is ...")."""
+    words = _words(name)
+    return len(words) == 1 and len(words[0]) >= MIN_NAME and words[0] not in STOPWORDS \
+        and name[:1].isupper()
+
+
+def _pattern(names: Iterable[str], flags: int = 0) -> re.Pattern | None:
+    """One regex matching any of ``names`` as whole words, longest first."""
+    ordered = sorted(set(names), key=len, reverse=True)
     if not ordered:
         return None
-    return re.compile(r"(?<![\w])(" + "|".join(re.escape(p) for p in ordered) + r")(?![\w])")
+    return re.compile(r"(?<![\w])(" + "|".join(re.escape(p) for p in ordered) + r")(?![\w])", flags)
+
+
+def _sentence_start(text: str, at: int) -> bool:
+    before = text[:at].rstrip()
+    return not before or before[-1] in ".!?:;\"'(-"
 
 
 class ClaimChecker:
@@ -62,35 +88,37 @@ class ClaimChecker:
 
     def __init__(self, tracks: Iterable[Track]):
         tracks = list(tracks)
-        self.tags = _phrase_pattern(t.lower() for tr in tracks for t in (*tr.tags, *tr.pseudo_tags))
-        self.names = {
-            "artist": _phrase_pattern(a.lower() for tr in tracks for a in tr.artists),
-            "title": _phrase_pattern(tr.title.lower() for tr in tracks if tr.title),
-            "album": _phrase_pattern(tr.album.lower() for tr in tracks if tr.album),
-        }
+        self.tags = _pattern({t.lower() for tr in tracks for t in (*tr.tags, *tr.pseudo_tags)
+                              if len(t) >= MIN_NAME or " " in t}, re.IGNORECASE)
+        names = {"artist": {a for tr in tracks for a in tr.artists},
+                 "title": {tr.title for tr in tracks if tr.title},
+                 "album": {tr.album for tr in tracks if tr.album}}
+        self.names = {kind: (_pattern({n.lower() for n in ns if _is_multi(n)}, re.IGNORECASE),
+                             _pattern({n for n in ns if _is_single(n)}))
+                      for kind, ns in names.items()}
 
     def check(self, reply: str, track: Track) -> ReplyCheck:
         """All checkable claims of ``reply`` about ``track``."""
-        text = " ".join(reply.lower().split())
+        text = " ".join(reply.split())
         out = ReplyCheck(words=len(text.split()))
-        title = track.title.lower() if track.title else ""
+        title = track.title or ""
         out.names_track = bool(title) and re.search(
-            r"(?<![\w])" + re.escape(title) + r"(?![\w])", text) is not None
-        own = {"artist": {a.lower() for a in track.artists}, "title": {title},
-               "album": {track.album.lower()} if track.album else set()}
+            r"(?<![\w])" + re.escape(title) + r"(?![\w])", text, re.IGNORECASE) is not None
+        own = [*track.artists, title, track.album or ""]
         rest = text
-        for name in sorted((n for names in own.values() for n in names if n), key=len, reverse=True):
+        for name in sorted((n for n in own if n), key=len, reverse=True):
             # The track's own names are true and claim nothing else (an artist's name may also
             # be another track's album; "Blue Hour" claims no tag "blue").
-            hits = len(re.findall(r"(?<![\w])" + re.escape(name) + r"(?![\w])", rest))
-            out.claims += hits
-            rest = re.sub(r"(?<![\w])" + re.escape(name) + r"(?![\w])", " | ", rest)
-        for kind, pattern in self.names.items():
-            if pattern is None:
-                continue
-            for m in pattern.finditer(rest):
-                out.claims += 1
-                out.false_claims.append(f"{kind}: {m.group(1)}")
+            pattern = r"(?<![\w])" + re.escape(name) + r"(?![\w])"
+            out.claims += len(re.findall(pattern, rest, re.IGNORECASE))
+            rest = re.sub(pattern, " | ", rest, flags=re.IGNORECASE)
+        for kind, (multi, single) in self.names.items():
+            for pattern in (multi, single):
+                for m in pattern.finditer(rest) if pattern is not None else ():
+                    if pattern is single and _sentence_start(rest, m.start()):
+                        continue
+                    out.claims += 1
+                    out.false_claims.append(f"{kind}: {m.group(1).lower()}")
         year = track.year
         for m in _YEAR.finditer(rest):
             out.claims += 1
@@ -105,11 +133,12 @@ class ClaimChecker:
         if self.tags is not None:
             mine = {t.lower() for t in (*track.tags, *track.pseudo_tags)}
             for m in self.tags.finditer(rest):
-                if _DECADE.fullmatch(m.group(1)) or _YEAR.fullmatch(m.group(1)):
+                said = m.group(1).lower()
+                if _DECADE.fullmatch(said) or _YEAR.fullmatch(said):
                     continue  # an era tag ("90s") is a decade claim, checked against the year
                 out.claims += 1
-                if m.group(1) not in mine:
-                    out.false_claims.append(f"tag: {m.group(1)}")
+                if said not in mine:
+                    out.false_claims.append(f"tag: {said}")
         return out
 
 
