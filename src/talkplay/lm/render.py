@@ -154,14 +154,19 @@ def _groups(conv: Conversation, tokenizer: PreTrainedTokenizerBase, codebook: Co
             if msg.content not in codebook.row:
                 raise KeyError(f"conversation {conv.id!r} message {i}: track {msg.content!r} "
                                "is not in the codebook")
-            codes = codebook.codes_of(msg.content)
-            if i in hide_playlist:
-                codes = (MISSING, *codes[1:])
+            codes = shown_codes(codebook, msg.content, i in hide_playlist)
             music.append((vocab.ids(codes), i not in rejected, msg.content))
         elif msg.role == "assistant":
             texts.append(msg.content)
     flush()
     return turns
+
+
+def shown_codes(codebook: Codebook, track_id: str, hide_playlist: bool = False
+                ) -> tuple[int, ...]:
+    """The five codes a track's music block shows (the playlist code as ``none`` when hidden)."""
+    codes = codebook.codes_of(track_id)
+    return (MISSING, *codes[1:]) if hide_playlist else codes
 
 
 def facts_ids(tokenizer: PreTrainedTokenizerBase, facts: Callable[[str], str],

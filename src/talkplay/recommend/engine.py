@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from talkplay.recommend.constraints import CatalogTrie
 from talkplay.tokenize.grammar import MISSING
 
 _N = 5
@@ -419,7 +420,7 @@ def score_blocks(model, state: DecodeState, codes: np.ndarray, music_ids: np.nda
         return out
     if not hasattr(state.cache, "crop"):  # legacy caches cannot be cut back: one at a time
         for i, c in enumerate(codes):
-            (_, out[i]), = beam_music_block(model, state, _Only(c), table, num_beams=1)
+            (_, out[i]), = beam_music_block(model, state, CatalogTrie(c[None]), table, num_beams=1)
         return out
     order = np.lexsort(tokens[:, ::-1].T)  # sorted rows: neighbours share prefixes
     for lo in range(0, len(order), chunk):
@@ -432,7 +433,8 @@ def _trie_scores(model, state: DecodeState, tokens: np.ndarray) -> np.ndarray:
     """log p(tokens[:, 1:] | state, tokens[:, :1]) per row: one forward over the prefix trie."""
     nodes: dict[tuple[int, ...], int] = {}  # prefix (1..4 tokens) -> packed index
     parent, depth, last = [], [], []
-    for row in tokens:
+    at = np.zeros((len(tokens), _N - 1), dtype=np.int64)  # node whose logits predict token d
+    for i, row in enumerate(tokens):
         for d in range(1, _N):
             key = tuple(int(x) for x in row[:d])
             if key not in nodes:
@@ -440,6 +442,7 @@ def _trie_scores(model, state: DecodeState, tokens: np.ndarray) -> np.ndarray:
                 parent.append(nodes[key[:-1]] if d > 1 else -1)
                 depth.append(d - 1)
                 last.append(key[-1])
+            at[i, d - 1] = nodes[key]
     q = len(parent)
     allowed = torch.eye(q, dtype=torch.bool)  # node i sees node j: j is i or an ancestor of i
     for i in range(q):
@@ -461,19 +464,7 @@ def _trie_scores(model, state: DecodeState, tokens: np.ndarray) -> np.ndarray:
         if grown:
             state.cache.crop(-grown)
     logp = torch.log_softmax(res.logits[0].double().cpu(), -1)  # [q, V]
-    at = np.array([[nodes[tuple(int(x) for x in row[:d])] for d in range(1, _N)]
-                   for row in tokens])  # [m, 4] node predicting token d
     return logp[torch.from_numpy(at), torch.from_numpy(tokens[:, 1:])].sum(1).numpy()
-
-
-class _Only:
-    """A trie holding one codes tuple."""
-
-    def __init__(self, codes):
-        self.codes = tuple(int(c) for c in codes)
-
-    def allowed(self, prefix: Sequence[int]) -> np.ndarray:
-        return np.array([self.codes[len(prefix)]], dtype=np.int64)
 
 
 def generate_text(model, prompt: Sequence[int] | DecodeState, cfg: Sampling,

@@ -19,7 +19,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from talkplay.data.dataset import Dataset
-from talkplay.lm.render import Rendered, render_conversation, render_playlist
+from talkplay.lm.render import Rendered, render_conversation, render_playlist, shown_codes
 from talkplay.lm.vocab import MusicVocab
 from talkplay.tokenize.codebook import Codebook
 from talkplay.tokenize.grammar import MISSING
@@ -76,9 +76,7 @@ class Renderer:
         return Sample(r.ids, r.mask, PLAYLIST, music_positions(r, blocks, 0)[0])
 
     def _block(self, track_id: str, hide_playlist: bool = False) -> tuple[int, ...]:
-        codes = self.codebook.codes_of(track_id)
-        if hide_playlist:
-            codes = (MISSING, *codes[1:])
+        codes = shown_codes(self.codebook, track_id, hide_playlist)
         return tuple(self.vocab.ids(codes)[:-1])  # <start_of_music> and the five tokens
 
 
