@@ -20,7 +20,8 @@ from talkplay.train.toy import toy_dataset
 
 runner = CliRunner()
 BLUE = Track(id="b", title="Blue Hour", artists=["Ann Lee"], album="Night Songs",
-             release_date="1994-03-01", tags=["jazz", "mellow"])
+             release_date="1994-03-01", tags=["jazz", "mellow"],
+             lyrics="Rain on the window, rain in the night")
 OTHER = Track(id="o", title="Thunder Road", artists=["Max Power"], album="Loud",
               release_date="1981", tags=["rock", "upbeat", "blue", "80s"])
 SELF_TITLED = Track(id="s", title="Intro", artists=["Someone"], album="Ann Lee", tags=["90s"])
@@ -43,6 +44,12 @@ def test_facts_line_says_what_the_catalog_says():
     ("From the 80s, on Loud.", ["decade: 80s", "album: loud"]),
     ("Here is one for you, I like it.", []),  # "Here" and "For You" are names, but plain words
     ("A piece in the style of Mozart.", ["artist: mozart"]),
+    ("Happy to change it up. Blue Hour it is.", []),  # the speaker's mood, not a tag claim
+    ("It is upbeat to the end.", ["tag: upbeat"]),  # ... only when it opens the sentence
+    ('The lyrics keep coming back to "rain".', []),
+    ('The lyrics keep coming back to "rock".', ["lyric: rock"]),  # a lyric, checked as one
+    ('Its lyrics mention "the night".', []),
+    ("A song from the 2000s.", ["decade: 2000s"]),
 ])
 def test_claims_are_checked_against_the_recommended_track(reply, false):
     got = ClaimChecker([BLUE, OTHER, SELF_TITLED, HERE]).check(reply, BLUE)
@@ -132,4 +139,11 @@ def test_evaluate_checks_replies_of_talkplay_and_of_the_template_baselines(piece
     assert report["bm25"]["replies"] == 3 and report["bm25"]["no_false_claim"] == 1.0
     assert report["bm25"]["names_track"] == 1.0
     assert report["talkplay-beam"]["replies"] == 3
-    assert "| bm25 | 3 | 100.0% |" in (tmp_path / "o" / "replies.md").read_text()
+    assert report["talkplay-beam"]["reply_guard"] is True and report["bm25"]["reply_guard"] is None
+    assert "| bm25 | template | 3 | 100.0% |" in (tmp_path / "o" / "replies.md").read_text()
+    res = runner.invoke(app, ["evaluate", "--data", str(data), "--run", str(tmp_path / "run"),
+                              "--systems", "talkplay-beam", "--split", "valid", "--limit", "2",
+                              "--replies", "2", "--no-reply-guard", "--out", str(tmp_path / "o2")])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "o2" / "replies.json").read_text())
+    assert report["talkplay-beam"]["reply_guard"] is False

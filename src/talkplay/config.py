@@ -143,6 +143,9 @@ class GenerateConfig:
     greedy: bool = False
     num_beams: int = 20
     max_reply_tokens: int = 48
+    reply_guard: bool = True
+    """While a reply is written, ban the catalog's tag, decade and year words that are false of
+    the recommended track (``recommend.guard``; needs the run's dataset)."""
     exclude_seen: bool = True
     """Drop tracks already recommended or liked earlier in the conversation."""
     max_prompt_tokens: int | None = None

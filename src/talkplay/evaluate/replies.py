@@ -6,7 +6,11 @@ what can be claimed, and checks it against the recommended track (the first of t
 - a **year** (1950-2029) or a **decade** ("the 90s", "1990s", "'90s") must match the track's
   release year;
 - a **tag or genre word** of the catalog's vocabulary (any track's tags or pseudo tags, as
-  whole words) must be one of the track's own tags;
+  whole words) must be one of the track's own tags; a tag word that opens a sentence and is
+  followed by "to" speaks of the speaker, not the track ("Happy to change it up"), and is not
+  a claim;
+- **quoted lyrics** (a quotation in a sentence that mentions lyrics: the lyrics keep coming back
+  to "dance") must occur in the track's lyrics, as whole words;
 - an **artist**, **title** or **album** of another catalog track named in the reply is false
   unless it is this track's own. Names of two or more words (one a content word) match in any
   case; one-word names only as written, capitalised and not opening a sentence (real catalogs
@@ -29,14 +33,15 @@ import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
-from talkplay.data.conversations.describe import decade
 from talkplay.data.conversations.phrases import STOPWORDS
 from talkplay.data.schema import Track
+from talkplay.lm.facts import claim_tags, decade_forms, true_tags
 
-_YEAR = re.compile(r"\b(19[5-9]\d|20[0-2]\d)\b")
+_YEAR = re.compile(r"\b(19[5-9]\d|20[0-2]\d)\b")  # lm.facts.YEARS
 _DECADE = re.compile(r"(?:\b|')(\d{2}|\d{4})s\b")
+_LYRIC_QUOTE = re.compile(r"\blyric[^.!?]*?[\"\u201c]([^\"\u201d]+)[\"\u201d]", re.IGNORECASE)
 MIN_NAME = 4
-"""One-word names and tags shorter than this (characters) are not matched."""
+"""One-word names shorter than this (characters) are not matched."""
 
 
 @dataclass
@@ -88,8 +93,7 @@ class ClaimChecker:
 
     def __init__(self, tracks: Iterable[Track]):
         tracks = list(tracks)
-        self.tags = _pattern({t.lower() for tr in tracks for t in (*tr.tags, *tr.pseudo_tags)
-                              if len(t) >= MIN_NAME or " " in t}, re.IGNORECASE)
+        self.tags = _pattern(claim_tags(tracks), re.IGNORECASE)
         names = {"artist": {a for tr in tracks for a in tr.artists},
                  "title": {tr.title for tr in tracks if tr.title},
                  "album": {tr.album for tr in tracks if tr.album}}
@@ -119,23 +123,32 @@ class ClaimChecker:
                         continue
                     out.claims += 1
                     out.false_claims.append(f"{kind}: {m.group(1).lower()}")
+        lyrics = " ".join(_words(track.lyrics or ""))
+        for m in _LYRIC_QUOTE.finditer(rest):
+            said = " ".join(_words(m.group(1)))
+            out.claims += 1
+            if not said or f" {said} " not in f" {lyrics} ":
+                out.false_claims.append(f"lyric: {said}")
+        rest = _LYRIC_QUOTE.sub(lambda m: m.group(0)[:m.start(1) - m.start(0)] + " | ", rest)
         year = track.year
         for m in _YEAR.finditer(rest):
             out.claims += 1
             if year != int(m.group(1)):
                 out.false_claims.append(f"year: {m.group(1)}")
-        forms = set(decade(year)[1:] + (f"{year // 10 * 10}s",)) if year else set()
+        forms = decade_forms(year)
         for m in _DECADE.finditer(rest):
             said = m.group(1) + "s"
             out.claims += 1
             if said not in forms:
                 out.false_claims.append(f"decade: {said}")
         if self.tags is not None:
-            mine = {t.lower() for t in (*track.tags, *track.pseudo_tags)}
+            mine = true_tags(track)
             for m in self.tags.finditer(rest):
                 said = m.group(1).lower()
                 if _DECADE.fullmatch(said) or _YEAR.fullmatch(said):
                     continue  # an era tag ("90s") is a decade claim, checked against the year
+                if _sentence_start(rest, m.start()) and re.match(r"\s+to\b", rest[m.end():]):
+                    continue  # "Happy to help": the speaker's mood, not the track's
                 out.claims += 1
                 if said not in mine:
                     out.false_claims.append(f"tag: {said}")

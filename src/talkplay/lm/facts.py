@@ -14,6 +14,12 @@ from talkplay.data.conversations.describe import decade
 from talkplay.data.schema import Track
 
 MAX_TAGS = 4
+MIN_TAG = 4
+"""One-word tags shorter than this (characters) are not claims (too many are other words)."""
+YEARS = range(1950, 2030)
+"""Years a reply can claim (and ``evaluate.replies`` checks)."""
+DECADES = sorted({form for d in range(1950, 2030, 10) for form in (f"{d}s", f"{d % 100:02d}s")})
+"""Decades a reply can claim, long and short ("1990s", "90s")."""
 
 
 def track_facts(track: Track, max_tags: int = MAX_TAGS) -> str:
@@ -31,6 +37,26 @@ def track_facts(track: Track, max_tags: int = MAX_TAGS) -> str:
     if tags:
         parts.append(", ".join(tags))
     return "(" + "; ".join(parts) + ")"
+
+
+def claim_tags(tracks: Iterable[Track]) -> set[str]:
+    """The catalog's vocabulary of tag claims: every track's tags and pseudo tags, lower-cased,
+    of at least ``MIN_TAG`` characters or several words."""
+    return {t.lower() for tr in tracks for t in (*tr.tags, *tr.pseudo_tags)
+            if len(t) >= MIN_TAG or " " in t}
+
+
+def true_tags(track: Track) -> set[str]:
+    """The tag claims that are true of ``track`` (its tags and pseudo tags, lower-cased)."""
+    return {t.lower() for t in (*track.tags, *track.pseudo_tags)}
+
+
+def decade_forms(year: int | None) -> set[str]:
+    """The ways to name the decade of ``year``: {"1990s", "90s"} for 1994 (empty without one)."""
+    if not year:
+        return set()
+    d = year // 10 * 10
+    return {f"{d}s", f"{d % 100:02d}s"}
 
 
 def facts_lookup(tracks: Iterable[Track]) -> Callable[[str], str]:

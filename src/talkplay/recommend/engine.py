@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -470,7 +470,8 @@ def _trie_scores(model, state: DecodeState, tokens: np.ndarray) -> np.ndarray:
 def generate_text(model, prompt: Sequence[int] | DecodeState, cfg: Sampling,
                   stop_ids: Sequence[int], max_new_tokens: int,
                   banned_ids: Sequence[int] | np.ndarray = (),
-                  generator: torch.Generator | None = None) -> list[int]:
+                  generator: torch.Generator | None = None,
+                  guard: Callable[[Sequence[int]], Sequence[int]] | None = None) -> list[int]:
     """Generate free text (the reply) until a stop token or ``max_new_tokens``.
 
     Args:
@@ -481,6 +482,8 @@ def generate_text(model, prompt: Sequence[int] | DecodeState, cfg: Sampling,
         max_new_tokens: the most tokens to generate.
         banned_ids: tokens that may never appear (the music tokens and markers).
         generator: random source; a fresh one seeded with ``cfg.seed`` when omitted.
+        guard: ``guard(ids)`` -> tokens that may not follow ``ids`` (every token fed so far);
+            asked before each token (``recommend.guard.ReplyGuard.for_track``).
     Returns:
         The generated token ids, without the stop token.
     """
@@ -497,6 +500,10 @@ def generate_text(model, prompt: Sequence[int] | DecodeState, cfg: Sampling,
             logits[seen] = _penalise(logits[seen], seen, set(state.ids), cfg.repetition_penalty)
         if len(banned):
             logits[banned] = float("-inf")
+        if guard is not None:
+            now = guard(state.ids)
+            if len(now):
+                logits[torch.as_tensor(now, dtype=torch.int64)] = float("-inf")
         tid = _pick(logits, cfg, gen)
         if tid in stops:
             break

@@ -1,0 +1,86 @@
+"""Reply guard: while a reply is written, the catalog's claim words that are false of the track
+it is about cannot be generated.
+
+A reply can state checkable facts about its track: a tag or genre word of the catalog's
+vocabulary, a decade, a year (``lm.facts.claim_tags`` / ``true_tags`` / ``decade_forms`` say
+which; ``evaluate.replies.ClaimChecker`` checks replies with the same definitions). The guard
+turns every such word that is *false* for the chosen track into banned token sequences (as a
+word after a space, capitalised after a space, and capitalised at the start of a line), the way
+Hugging Face's ``NoBadWordsLogitsProcessor`` does: the last token of a sequence is banned when
+the tokens before it were just generated. True words, the track's own names and everything
+outside the catalog's vocabulary stay free.
+
+It is a decoding constraint, not a property of the model: ``GenerateConfig.reply_guard`` (on by
+default, ``talkplay evaluate --no-reply-guard`` measures the model alone). Its side effects: a
+banned one-token word also bans longer words that the tokenizer starts with the same token
+("pop" and "popular" when "popular" is split as " pop" + "ular"); a word spelled in an
+unusual tokenization slips through, and so does the first year of the track's own decade (1990
+for a 1994 track: its tokens begin "1990s", which is true).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+from talkplay.data.schema import Track
+from talkplay.lm.facts import DECADES, YEARS, claim_tags, decade_forms, true_tags
+
+
+def _variants(phrase: str) -> list[str]:
+    cap = phrase[:1].upper() + phrase[1:]
+    return [" " + phrase, " " + cap, cap]
+
+
+class ReplyGuard:
+    """Banned token sequences per track, over one catalog and one tokenizer.
+
+    Args:
+        tokenizer: the run's tokenizer.
+        tracks: the catalog (its tags make the vocabulary of claims).
+    """
+
+    def __init__(self, tokenizer, tracks: Iterable[Track]):
+        self.tracks = {t.id: t for t in tracks}
+        self.tokenizer = tokenizer
+        self.tags = sorted(claim_tags(self.tracks.values()))
+        self._ids: dict[str, list[tuple[int, ...]]] = {}
+
+    def _sequences(self, phrase: str) -> list[tuple[int, ...]]:
+        if phrase not in self._ids:
+            seqs = {tuple(self.tokenizer(v, add_special_tokens=False)["input_ids"])
+                    for v in _variants(phrase)}
+            self._ids[phrase] = [s for s in seqs if s]
+        return self._ids[phrase]
+
+    def false_words(self, track: Track) -> list[str]:
+        """The claim words that are false of ``track``: catalog tags it lacks, other decades,
+        other years (every decade and year when its year is unknown). The year that starts the
+        track's own decade stays free: its tokens begin the decade ("1990" of "1990s")."""
+        mine = true_tags(track)
+        decades = decade_forms(track.year)
+        return ([t for t in self.tags if t not in mine]
+                + [d for d in DECADES if d not in decades]
+                + [str(y) for y in YEARS if y != track.year and f"{y}s" not in decades])
+
+    def for_track(self, track_id: str) -> Callable[[Sequence[int]], list[int]] | None:
+        """``banned(ids)``: the tokens that may not follow ``ids`` in a reply about the track
+        (None when the track is not in the catalog)."""
+        track = self.tracks.get(track_id)
+        if track is None:
+            return None
+        table: dict[tuple[int, ...], set[int]] = {}
+        for word in self.false_words(track):
+            for seq in self._sequences(word):
+                table.setdefault(seq[:-1], set()).add(seq[-1])
+        longest = max((len(k) for k in table), default=0)
+
+        def banned(ids: Sequence[int]) -> list[int]:
+            out: set[int] = set(table.get((), ()))
+            for n in range(1, min(longest, len(ids)) + 1):
+                out |= table.get(tuple(ids[-n:]), set())
+            return sorted(out)
+
+        return banned
+
+
+__all__ = ["ReplyGuard"]
