@@ -3,7 +3,7 @@ decoding mode, beside the BM25 and dense baselines on the same turns; what reusi
 of the previous turn's prompt saves; and what ``talkplay-hybrid`` costs beside beam mode.
 
     .venv/bin/python benchmarks/recommend_latency.py [--run RUN --data DIR] [--turns 24]
-        [--reply-turns 8] [--threads N] [--parts modes,reply,hybrid]
+        [--reply-turns 8] [--threads N] [--parts modes,reply,hybrid] [--quantize int8]
 
 Without ``--run/--data`` a small world is built in a temporary directory (about 2-3 minutes on
 2 CPU cores): ``talkplay data synth --tracks 500 --no-audio``-sized tracks and playlists,
@@ -26,6 +26,9 @@ conversation's turns in order, as a chat replays them). Per system the same turn
   includes its own beam search), its own bm25 / dense / cooc and no shared pools. Its weights
   are RUN/hybrid.json's "talkplay-hybrid" entry when there is one, else ``HybridConfig()``'s.
   Ratios in this table are against talkplay-beam's median.
+- ``--quantize int8``: the +reply modes again with the run's linear layers int8-quantised
+  (``lm.quantize``), alternating with the float32 rows turn by turn; printed as the ratio of
+  medians and the share of turns whose first track is the same.
 
 Every other ratio is against bm25 measured in this same process.
 """
@@ -159,9 +162,10 @@ def talkplay_variant(base, mode: str, with_reply: bool, cache_size: int):
     rec = TalkPlayRecommender(base.model, base.tokenizer, base.codebook, base.cfg, mode=mode,
                               popularity=base._pop, context_length=base.context_length,
                               with_reply=with_reply, cache_size=cache_size)
-    rec.run, rec.facts = base.run, base.facts  # the run's dense head and grounded replies
+    # the run's dense head, grounded replies, reply guard and weights
+    rec.run, rec.facts, rec.guard, rec.quantize = base.run, base.facts, base.guard, base.quantize
     rec.name = f"talkplay-{mode}" + (" +reply" if with_reply else "") + \
-        ("" if cache_size else " (no cache)")
+        ("" if cache_size else " (no cache)") + ("" if base.quantize == "none" else f" {base.quantize}")
     return rec
 
 
@@ -179,10 +183,12 @@ def alternate(systems: list, turns: list) -> list[Measured]:
 
 
 def measure_talkplay(base, mode: str, with_reply: bool, turns: list,
-                     cache_sizes: tuple[int, ...] = (8,)) -> list[Measured]:
+                     cache_sizes: tuple[int, ...] = (8,), others: tuple = ()) -> list[Measured]:
     """Replay ``turns`` with one recommender per cache size (``alternate``); each keeps its
-    own cache."""
-    recs = [talkplay_variant(base, mode, with_reply, c) for c in cache_sizes]
+    own cache. ``others``: more loaded runs (e.g. int8-quantised) replayed alongside with the
+    first cache size."""
+    recs = [talkplay_variant(b, mode, with_reply, c)
+            for b, c in [*((base, c) for c in cache_sizes), *((o, cache_sizes[0]) for o in others)]]
     for rec in recs:
         rec.recommend(turns[0].history, k=10)  # warm-up (lazy initialisation), then a cold cache
         rec.clear_cache()
@@ -258,6 +264,9 @@ def main() -> None:
                          "each other and were measured 17-35x slower)")
     ap.add_argument("--keep", type=Path, help="build the world here and keep it")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quantize", default="none", choices=["none", "int8"],
+                    help="also replay the +reply modes with the run quantised so (same turns, "
+                         "alternating), and compare")
     ap.add_argument("--parts", default="modes,reply,hybrid",
                     help="what to measure, comma-separated: modes (paper/beam with and without the "
                          "cache), reply (the +reply modes; grounded when the run is), hybrid")
@@ -330,9 +339,20 @@ def run_benchmark(args: argparse.Namespace, console: Console) -> None:
         speedups.append((mode, off.median() / on.median(), sum(off.seconds) / sum(on.seconds),
                          same))
         rows += [on, off]
+    quantized = (load_talkplay(args.run, device="cpu", with_reply=False, quantize=args.quantize,
+                               **overrides),) if args.quantize != "none" else ()
+    pairs = []
     for mode in ("paper", "beam") if "reply" in args.parts else ():
-        rows += measure_talkplay(base, mode, True, reply_turns)
+        measured = measure_talkplay(base, mode, True, reply_turns, others=quantized)
+        rows += measured
+        if quantized:
+            pairs.append(measured)
     console.print(table(rows, rows[0]))
+    for exact, q in pairs:
+        same = np.mean([a[:1] == b[:1] for a, b in zip(exact.rankings, q.rankings, strict=True)])
+        console.print(f"{q.name}: median turn {q.median() / exact.median():.2f}x of float32's "
+                      f"({exact.median():.2f} s -> {q.median():.2f} s); the same first track in "
+                      f"{same:.0%} of the turns")
     grounded = "grounded in the track's facts" if base.facts else "not grounded"
     console.print(f"prompt rendering (render_prompt, tokenizer included): median "
                   f"{np.median(prompt_ms):.1f} ms, p95 {np.percentile(prompt_ms, 95):.1f} ms per turn; "

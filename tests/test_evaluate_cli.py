@@ -177,6 +177,28 @@ def test_evaluate_talkplay_ranks_without_replies_and_honours_keep_history(tiny_r
     assert all(played <= set(ranked) for played, ranked in pairs)
 
 
+def test_int8_quantised_talkplay_is_evaluated_and_scores_stay_close(tiny_run, tmp_path):
+    import torch
+
+    from talkplay.recommend.engine import prefill
+    from talkplay.recommend.recommender import load_talkplay
+
+    data, run = tiny_run
+    res = _talkplay_eval(data, run, tmp_path / "q", "--quantize", "int8")
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "q" / "manifest.json").read_text())
+    assert manifest["talkplay"]["talkplay-paper"]["quantize"] == "int8"
+    exact, q = load_talkplay(run, device="cpu"), load_talkplay(run, device="cpu", quantize="int8")
+    kinds = {type(m).__module__ for m in q.model.modules()}
+    assert "torch.ao.nn.quantized.dynamic.modules.linear" in kinds
+    assert not any(type(m) is torch.nn.Linear for m in q.model.modules())
+    prompt = list(range(5, 40))
+    a, b = prefill(exact.model, prompt).logits, prefill(q.model, prompt).logits
+    assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.99 and not torch.equal(a, b)
+    res = _talkplay_eval(data, run, tmp_path / "x", "--quantize", "int4")
+    assert res.exit_code == 2 and "unknown quantization 'int4'" in " ".join(res.output.split())
+
+
 def test_evaluate_talkplay_clear_errors(tiny_run, tmp_path):
     data, run = tiny_run
     res = _talkplay_eval(data, tmp_path / "nope", tmp_path / "o")

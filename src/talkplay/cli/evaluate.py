@@ -22,7 +22,7 @@ TALKPLAY_MODES = {"talkplay": None, "talkplay-paper": "paper", "talkplay-beam": 
 
 
 def build_talkplay(run: Path | None, name: str, keep_history: bool = False,
-                   max_prompt_tokens: int | None = None):
+                   max_prompt_tokens: int | None = None, quantize: str = "none"):
     """TalkPlayRecommender from a run directory, ranking only (no reply text).
 
     Args:
@@ -32,6 +32,7 @@ def build_talkplay(run: Path | None, name: str, keep_history: bool = False,
             context minus 64, as in training).
         keep_history: allow recommending tracks already played (``exclude_seen=False``), as
             ``--keep-history`` does for the baselines.
+        quantize: "none" or "int8" (``lm.quantize``).
     Returns:
         The recommender, named ``name``.
     Raises:
@@ -42,7 +43,7 @@ def build_talkplay(run: Path | None, name: str, keep_history: bool = False,
     from talkplay.recommend.recommender import load_talkplay
 
     # Evaluation ranks tracks only: a reply per target would cost most of the time, unused.
-    rec = load_talkplay(run, mode=TALKPLAY_MODES[name], with_reply=False,
+    rec = load_talkplay(run, mode=TALKPLAY_MODES[name], with_reply=False, quantize=quantize,
                         exclude_seen=not keep_history, max_prompt_tokens=max_prompt_tokens)
     rec.name = name
     return rec
@@ -98,7 +99,8 @@ def build_hybrid(ds: Dataset, name: str, part, run: Path | None, *, protocol: st
 def build_systems(ds: Dataset, names: list[str], run: Path | None, options,
                   keep_history: bool = False, *, protocol: str = "auto",
                   fit_limit: int | None = None, refit: bool = False,
-                  max_prompt_tokens: int | None = None) -> tuple[dict, dict[str, float]]:
+                  max_prompt_tokens: int | None = None,
+                  quantize: str = "none") -> tuple[dict, dict[str, float]]:
     """Build each named system; returns (systems, build seconds per system).
 
     Components shared by the hybrids and fusions (the retrieval baselines and one TalkPlay beam
@@ -114,7 +116,8 @@ def build_systems(ds: Dataset, names: list[str], run: Path | None, options,
             if key == "pools":  # the hybrids' shared per-query pools
                 parts[key] = {}
             elif key in TALKPLAY_MODES:  # remembered: talkplay-beam, rrf and hybrids share it
-                parts[key] = Memo(build_talkplay(run, key, keep_history, max_prompt_tokens))
+                parts[key] = Memo(build_talkplay(run, key, keep_history, max_prompt_tokens,
+                                                  quantize))
             else:
                 parts[key] = SYSTEMS[key](ds, options)
         return parts[key]
@@ -130,7 +133,8 @@ def build_systems(ds: Dataset, names: list[str], run: Path | None, options,
                 built = RRFRecommender({k: part(k) for k in FUSIONS[name]}, name=name)
             elif name in TALKPLAY_MODES:
                 built = (part(name) if name == "talkplay-beam"
-                         else build_talkplay(run, name, keep_history, max_prompt_tokens))
+                         else build_talkplay(run, name, keep_history, max_prompt_tokens,
+                                             quantize))
             else:
                 built = part(name)
             systems[name] = built
@@ -140,12 +144,14 @@ def build_systems(ds: Dataset, names: list[str], run: Path | None, options,
 
 def check_replies(ds: Dataset, built: dict, run: Path | None, out: Path, n: int, *,
                   protocol: str, split: str, keep_history: bool,
-                  max_prompt_tokens: int | None) -> dict:
+                  max_prompt_tokens: int | None, reply_guard: bool = True,
+                  quantize: str = "none") -> dict:
     """``--replies N``: every system's replies on the first N targets, checked (``replies``).
 
     TalkPlay systems write their own replies (a fresh recommender with replies on; a hybrid
-    turns its model's replies on); baselines answer from ``recommend.replies``' template.
-    Writes OUT/replies.json and OUT/replies.md.
+    turns its model's replies on), with or without the reply guard (``recommend.guard``);
+    baselines answer from ``recommend.replies``' template. Writes OUT/replies.json and
+    OUT/replies.md.
     """
     from talkplay.evaluate.protocols import build_targets, resolve_protocol
     from talkplay.evaluate.replies import ClaimChecker, reply_report
@@ -157,18 +163,24 @@ def check_replies(ds: Dataset, built: dict, run: Path | None, out: Path, n: int,
     report = {}
     for name, system in built.items():
         with console.status(f"{name}: replies on {len(targets)} targets ..."):
+            model = None  # the TalkPlay recommender that writes the replies
             if name in TALKPLAY_MODES:
-                system = build_talkplay(run, name, keep_history, max_prompt_tokens)
-                system.with_reply = True
+                system = model = build_talkplay(run, name, keep_history, max_prompt_tokens,
+                                                quantize)
             elif name in HYBRIDS:
-                system.tp.with_reply = True
+                model = system.tp
             else:
                 system = TemplateReplies(system, tracks)
+            guard = model.guard if model is not None else None
+            if model is not None:
+                model.with_reply = True
+                model.guard = guard if reply_guard else None
             try:
                 report[name] = reply_report(system, targets, tracks, checker)
+                report[name]["reply_guard"] = None if model is None else model.guard is not None
             finally:
-                if name in HYBRIDS:
-                    system.tp.with_reply = False
+                if model is not None:
+                    model.with_reply, model.guard = False, guard
     write_json(out / "replies.json", report)
     with atomic_path(out / "replies.md") as tmp:
         tmp.write_text(replies_table(report) + "\n")
@@ -177,11 +189,13 @@ def check_replies(ds: Dataset, built: dict, run: Path | None, out: Path, n: int,
 
 def replies_table(report: dict) -> str:
     """Markdown table of ``check_replies``' report."""
-    rows = ["| system | replies | no false claim | names the track | mean words | claims per reply | false claims by kind |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| system | reply guard | replies | no false claim | names the track | mean words "
+            "| claims per reply | false claims by kind |", "|---|---|---|---|---|---|---|---|"]
     for name, r in report.items():
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(r["false_by_kind"].items())) or "none"
-        rows.append(f"| {name} | {r['replies']} | {r['no_false_claim']:.1%} | {r['names_track']:.1%} "
+        guard = {True: "on", False: "off"}.get(r.get("reply_guard"), "template")
+        rows.append(f"| {name} | {guard} | {r['replies']} | {r['no_false_claim']:.1%} "
+                    f"| {r['names_track']:.1%} "
                     f"| {r['mean_words']:.1f} | {r['claims_per_reply']:.2f} | {kinds} |")
     return "\n".join(rows)
 
@@ -190,7 +204,8 @@ def write_manifest(out: Path, *, data: Path, run: Path | None, systems: dict, pr
                    resolved: str, split: str, limit: int | None, ks: tuple[int, ...], options,
                    keep_history: bool) -> None:
     """OUT/manifest.json: what was evaluated, on what, with which settings."""
-    talkplay = {name: {"mode": rec.mode, "with_reply": rec.with_reply, "generate": asdict(rec.cfg)}
+    talkplay = {name: {"mode": rec.mode, "with_reply": rec.with_reply, "quantize": rec.quantize,
+                       "generate": asdict(rec.cfg)}
                 for name, rec in systems.items() if name in TALKPLAY_MODES}
     hybrids = {name: asdict(rec.cfg) for name, rec in systems.items() if name in HYBRIDS}
     write_json(out / MANIFEST, make_manifest(
@@ -229,6 +244,12 @@ def evaluate(
                      "(default: the training context minus 64).")] = None,
     refit: Annotated[bool, typer.Option(
         help="talkplay-hybrid: fit the weights again even if RUN/hybrid.json has them.")] = False,
+    quantize: Annotated[str, typer.Option(
+        help="TalkPlay systems: none (float weights) or int8 (the model's linear layers "
+             "quantised for CPU inference: faster, scores move a little).")] = "none",
+    reply_guard: Annotated[bool, typer.Option(
+        help="--replies: TalkPlay replies may not use the catalog's tag, decade and year words "
+             "that are false of the recommended track (--no-reply-guard: the model alone).")] = True,
     replies: Annotated[int, typer.Option(
         min=0, help="Also generate each system's reply on the first N targets and check its "
                     "claims against the recommended track (OUT/replies.json, replies.md); "
@@ -258,7 +279,8 @@ def evaluate(
                                   clap_model=clap_model)
         built, build_seconds = build_systems(ds, names, run, options, keep_history,
                                              protocol=protocol, fit_limit=fit_limit, refit=refit,
-                                             max_prompt_tokens=max_prompt_tokens)
+                                             max_prompt_tokens=max_prompt_tokens,
+                                             quantize=quantize)
         with progress_bar() as bar:
             tasks: dict[str, int] = {}
 
@@ -276,7 +298,8 @@ def evaluate(
                        resolved=results["protocol"], split=split, limit=limit, ks=cutoffs,
                        options=options, keep_history=keep_history)
         checked = (check_replies(ds, built, run, out, replies, protocol=protocol, split=split,
-                                 keep_history=keep_history, max_prompt_tokens=max_prompt_tokens)
+                                 keep_history=keep_history, max_prompt_tokens=max_prompt_tokens,
+                                 reply_guard=reply_guard, quantize=quantize)
                    if replies else None)
     except (DataError, ValueError) as e:
         fail(str(e))

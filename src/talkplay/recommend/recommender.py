@@ -40,6 +40,7 @@ from talkplay.config import GenerateConfig
 from talkplay.data.errors import DataError
 from talkplay.data.schema import Message
 from talkplay.lm.facts import facts_lookup
+from talkplay.lm.quantize import quantize as quantize_model
 from talkplay.lm.render import facts_ids, fit_prompt
 from talkplay.lm.vocab import MusicVocab, music_token_table
 from talkplay.recommend.constraints import CatalogTrie
@@ -54,6 +55,7 @@ from talkplay.recommend.engine import (
     prefill,
     sample_music_block,
 )
+from talkplay.recommend.guard import ReplyGuard
 from talkplay.recommend.protocol import Recommendation, ScoredTrack
 from talkplay.tokenize.codebook import Codebook
 from talkplay.tokenize.grammar import item_text
@@ -120,11 +122,16 @@ class TalkPlayRecommender:
         self.facts: Callable[[str], str] | None = None
         """Grounded replies (a run trained with them; set by ``from_run``): track id -> the facts
         line shown after its music block in prompts and before the reply (``lm.facts``)."""
+        self.quantize = "none"
+        """How the model's weights were quantised for inference (``lm.quantize``)."""
+        self.guard: ReplyGuard | None = None
+        """Bans claim words false of the recommended track while the reply is written (set by
+        ``from_run`` with ``cfg.reply_guard`` and the run's dataset; ``recommend.guard``)."""
 
     @classmethod
     def from_run(cls, run: str | Path, cfg: GenerateConfig | None = None, mode: str | None = None,
                  device: str = "auto", with_reply: bool = True,
-                 cache_size: int = 8) -> TalkPlayRecommender:
+                 cache_size: int = 8, quantize: str = "none") -> TalkPlayRecommender:
         """Load a run directory written by ``talkplay train``.
 
         Args:
@@ -134,6 +141,7 @@ class TalkPlayRecommender:
             device: "auto" (CUDA when available), "cpu" or "cuda".
             with_reply: generate reply text.
             cache_size: prompt states kept for prefix reuse (0 disables).
+            quantize: "none", or "int8" (CPU: dynamic int8 linear layers, ``lm.quantize``).
         Returns:
             The recommender.
         """
@@ -145,6 +153,7 @@ class TalkPlayRecommender:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model, tokenizer, codebook, manifest = load_run(run, device=device)
+        model = quantize_model(model, quantize)
         saved = read_json(Path(run) / "config.json") if (Path(run) / "config.json").exists() else {}
         if cfg is None:
             cfg = from_dict(GenerateConfig, saved.get("generate", {}))
@@ -163,9 +172,11 @@ class TalkPlayRecommender:
             log.warning("run %s: dataset %s not found; lookup ties ignore popularity", run, data)
         rec = cls(model, tokenizer, codebook, cfg, mode=mode, popularity=popularity,
                   context_length=context, with_reply=with_reply, cache_size=cache_size)
-        rec.run = str(run)
+        rec.run, rec.quantize = str(run), quantize
         if grounded:
             rec.facts = facts_lookup(tracks)
+        if cfg.reply_guard and tracks is not None:  # cheap: tokenizes words on first use
+            rec.guard = ReplyGuard(tokenizer, tracks)
         return rec
 
     def prompt_ids(self, history: list[Message]) -> list[int]:
@@ -231,7 +242,7 @@ class TalkPlayRecommender:
             if after is not None:  # paper mode: the sampled block is in ``after`` already
                 if self.facts is not None and first is not None:
                     extend(self.model, after, facts_ids(self.tokenizer, self.facts, first))
-                reply = self._reply(after, generator)
+                reply = self._reply(after, generator, first)
             else:
                 reply = self.reply_to_block(state, codes, generator, first)
         return Recommendation(tracks=tracks[:k], reply=reply, info=info)
@@ -257,7 +268,7 @@ class TalkPlayRecommender:
         if self.facts is not None and track_id is not None:
             ids += facts_ids(self.tokenizer, self.facts, track_id)
         after = extend(self.model, copy_state(state) if self.cache_size else state, ids)
-        return self._reply(after, generator)
+        return self._reply(after, generator, track_id)
 
     def _prompt_state(self, prompt: list[int]) -> DecodeState:
         """The state after ``prompt``, reusing the cached state with the longest common prefix.
@@ -319,14 +330,16 @@ class TalkPlayRecommender:
         out += [(int(r), floor - i) for i, r in enumerate(rows.tolist())]
         return out
 
-    def _reply(self, state: DecodeState, generator: torch.Generator) -> str:
+    def _reply(self, state: DecodeState, generator: torch.Generator,
+               track_id: str | None = None) -> str:
+        guard = self.guard.for_track(track_id) if self.guard and track_id is not None else None
         ids = generate_text(self.model, state, self.cfg, self.stop_ids, self.cfg.max_reply_tokens,
-                            banned_ids=self.banned, generator=generator)
+                            banned_ids=self.banned, generator=generator, guard=guard)
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
 def load_talkplay(run: str | Path, *, mode: str | None = None, device: str = "auto",
-                  with_reply: bool = True, cache_size: int = 8,
+                  with_reply: bool = True, cache_size: int = 8, quantize: str = "none",
                   **generate) -> TalkPlayRecommender:
     """``TalkPlayRecommender.from_run`` with the run's saved generate config, errors as DataError.
 
@@ -338,6 +351,7 @@ def load_talkplay(run: str | Path, *, mode: str | None = None, device: str = "au
         device: "auto", "cpu" or "cuda".
         with_reply: generate reply text (evaluation passes False).
         cache_size: prompt states kept for prefix reuse.
+        quantize: "none", or "int8" (CPU inference; ``lm.quantize``).
         **generate: ``GenerateConfig`` fields that override the saved ones
             (e.g. ``exclude_seen=False``, ``max_reply_tokens=32``).
     Returns:
@@ -364,7 +378,8 @@ def load_talkplay(run: str | Path, *, mode: str | None = None, device: str = "au
                         field="generate") from e
     try:
         return TalkPlayRecommender.from_run(run, cfg, mode=mode, device=device,
-                                            with_reply=with_reply, cache_size=cache_size)
+                                            with_reply=with_reply, cache_size=cache_size,
+                                            quantize=quantize)
     except DataError:
         raise
     except (OSError, ValueError, KeyError) as e:  # missing/unreadable files, bad mode

@@ -31,7 +31,7 @@ def run_data_dir(run: Path) -> Path:
 
 
 def load_recommender(run: Path | None = None, system: str | None = None,
-                     data: Path | None = None) -> tuple[Recommender, Dataset]:
+                     data: Path | None = None, quantize: str = "none") -> tuple[Recommender, Dataset]:
     """The recommender and the catalog it recommends from.
 
     Args:
@@ -40,13 +40,14 @@ def load_recommender(run: Path | None = None, system: str | None = None,
             "talkplay-hybrid" (with ``run``): its weights come from RUN/hybrid.json, written by
             ``talkplay evaluate --systems talkplay-hybrid`` (fit on the valid split).
         data: the dataset directory (overrides the run's).
+        quantize: the TalkPlay model's weights, "none" or "int8" (``lm.quantize``).
     Returns:
         ``(recommender, dataset)``.
     Raises:
         DataError: neither or both of run/system, unknown system, missing data.
     """
     if system is not None and system.startswith("talkplay-hybrid"):
-        return _load_hybrid(run, system, data)
+        return _load_hybrid(run, system, data, quantize)
     if (run is None) == (system is None):
         raise DataError("give either --run RUN (TalkPlay) or --system NAME --data DIR (baseline)")
     if system is not None:
@@ -61,14 +62,15 @@ def load_recommender(run: Path | None = None, system: str | None = None,
     if run is not None:
         from talkplay.recommend.recommender import load_talkplay
 
-        return load_talkplay(run), ds
+        return load_talkplay(run, quantize=quantize), ds
     from talkplay.recommend.replies import TemplateReplies
 
     log.debug("indexing %d tracks for %s", len(ds.tracks), system)
     return TemplateReplies(SYSTEMS[system](ds), {t.id: t for t in ds.tracks}), ds
 
 
-def _load_hybrid(run: Path | None, system: str, data: Path | None) -> tuple[Recommender, Dataset]:
+def _load_hybrid(run: Path | None, system: str, data: Path | None,
+                 quantize: str = "none") -> tuple[Recommender, Dataset]:
     """The hybrid of ``run`` with its saved weights and the baselines over the run's dataset."""
     from talkplay.evaluate.baselines import SYSTEMS
     from talkplay.evaluate.hybrid import HYBRID_FILE, HybridRecommender, load_config
@@ -83,4 +85,5 @@ def _load_hybrid(run: Path | None, system: str, data: Path | None) -> tuple[Reco
                         file=str(Path(run) / HYBRID_FILE))
     ds = read_dataset(data if data is not None else run_data_dir(run))
     retrievers = {k: SYSTEMS[k](ds) for k in ("bm25", "dense", "cooc")}
-    return HybridRecommender(load_talkplay(run), retrievers, cfg, name=system), ds
+    return HybridRecommender(load_talkplay(run, quantize=quantize), retrievers, cfg,
+                             name=system), ds
