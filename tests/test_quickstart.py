@@ -26,8 +26,12 @@ def test_quickstart_tiny_runs_every_stage_then_reuses_them(tmp_path):
     for path in ("world/manifest.json", "world/embeddings/manifest.json",
                  "world/tokenizer/codes.npy", "run/model/config.json", "run/metrics.jsonl",
                  "run/curves.png", "results/results.json", "results/results.md",
-                 "results/mrr_by_turn.png"):
+                 "results/mrr_by_turn.png", "results/replies.md"):
         assert (work / path).exists(), path
+    # Replies are grounded in the chosen track's facts and checked.
+    assert json.loads((work / "run" / "config.json").read_text())["train"]["grounded_replies"]
+    replies = json.loads((work / "results" / "replies.json").read_text())
+    assert replies["talkplay-beam"]["replies"] == 3 and replies["talkplay-beam"]["reply_guard"]
     results = json.loads((work / "results" / "results.json").read_text())
     systems = set(results["systems"])
     for name in ("talkplay-beam", "talkplay-paper", "bm25", "dense", "clap", "popularity"):

@@ -28,14 +28,17 @@ QUICKSTART_SETTINGS: dict[str, dict] = {
     # conversations, one H200): grounded token init (the paper's Hewitt init reached a third of
     # its MRR in the earlier sweep) and K = 128 for every modality (playlist K 32 / 64 / 128:
     # valid MRR 0.080 / 0.088 / 0.099). The test split is only read for the final table.
+    # Replies are grounded in the chosen track's facts (--grounded-replies) and the evaluation
+    # checks the first replies' claims (--replies).
     "small": {
         "world": ["--tracks", "2000", "--artists", "200", "--playlists", "2500", "--scenes", "20",
                   "--seconds", "3"],
         "tokenize": ["--clusters", "128"],
         "train": ["--context-length", "256", "--batch-size", "8", "--lr", "1e-3",
                   "--warmup-steps", "10", "--token-init", "grounded", "--eval-every", "50",
-                  "--save-every", "100"],
+                  "--save-every", "100", "--grounded-replies"],
         "eval_limit": 40,
+        "replies": 20,
         "systems": "talkplay-beam,bm25,dense,cooc,clap,popularity",
     },
     # Tests and smoke runs: seconds, not a meaningful model.
@@ -44,8 +47,9 @@ QUICKSTART_SETTINGS: dict[str, dict] = {
                   "--seconds", "3"],
         "tokenize": ["--clusters", "16", "--modality-clusters", "playlist=8"],
         "train": ["--max-steps", "6", "--token-init", "grounded", "--eval-every", "3",
-                  "--save-every", "3"],
+                  "--save-every", "3", "--grounded-replies"],
         "eval_limit": 4,
+        "replies": 3,
         "systems": "talkplay-beam,talkplay-paper,bm25,dense,cooc,clap,popularity",
     },
 }
@@ -147,7 +151,7 @@ def quickstart(
            "--max-minutes", str(minutes), *qs["train"]])
     stage("evaluate", lambda: _newer(out / "results.json", run_done),
           ["evaluate", "--data", str(data), "--run", str(run), "--out", str(out), "--limit",
-           str(limit), "--systems", qs["systems"]])
+           str(limit), "--systems", qs["systems"], "--replies", str(qs["replies"])])
     summary = {"data": str(data), "run": str(run), "results": str(out), "stages_s": timings,
                "stage_args": stage_args,
                "total_s": round(sum(timings.values()), 1), "peak_rss_mb": round(_peak_mb())}
