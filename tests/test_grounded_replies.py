@@ -29,7 +29,8 @@ HERE = Track(id="h", title="Here", artists=["Mozart"], album="For You")  # plain
 
 
 def test_facts_line_says_what_the_catalog_says():
-    assert track_facts(BLUE) == "(Blue Hour by Ann Lee; album Night Songs; 1994, the 90s; jazz, mellow)"
+    assert track_facts(BLUE) == ("(Blue Hour by Ann Lee; album Night Songs; 1994, the 90s; "
+                                 "jazz, mellow; lyrics: rain, window, night)")
     assert track_facts(Track(id="x", title="Solo")) == "(Solo)"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from talkplay.data.conversations.describe import decade
+from talkplay.data.conversations.describe import decade, lyric_words
 from talkplay.data.schema import Track
 
 MAX_TAGS = 4
@@ -23,8 +23,9 @@ DECADES = sorted({form for d in range(1950, 2030, 10) for form in (f"{d}s", f"{d
 
 
 def track_facts(track: Track, max_tags: int = MAX_TAGS) -> str:
-    """"(Blue Hour by Ann Lee; album Night; 1965, the 60s; jazz, mellow)": title and artists,
-    album, year and decade, the first tags (or pseudo tags); missing fields are left out."""
+    """"(Blue Hour by Ann Lee; album Night; 1965, the 60s; jazz, mellow; lyrics: rain, night)":
+    title and artists, album, year and decade, the first tags (or pseudo tags), the lyrics' most
+    repeated content words; missing fields are left out."""
     name = track.title or "untitled"
     if track.artists:
         name += f" by {', '.join(track.artists)}"
@@ -36,6 +37,9 @@ def track_facts(track: Track, max_tags: int = MAX_TAGS) -> str:
     tags = list(track.tags or track.pseudo_tags)[:max_tags]
     if tags:
         parts.append(", ".join(tags))
+    words = lyric_words(track.lyrics)
+    if words:
+        parts.append("lyrics: " + ", ".join(words))
     return "(" + "; ".join(parts) + ")"
 
 

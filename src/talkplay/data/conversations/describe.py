@@ -48,6 +48,12 @@ def lyric_theme(lyrics: str | None, rng: random.Random) -> str | None:
     return rng.choice(top) if top else None
 
 
+def lyric_words(lyrics: str | None) -> tuple[str, ...]:
+    """Up to five content words of the lyrics, most repeated first (what ``lyric_theme`` draws
+    from)."""
+    return _lyric_words(lyrics) if lyrics else ()
+
+
 @lru_cache(maxsize=65536)
 def _lyric_words(lyrics: str) -> tuple[str, ...]:
     words = [w.lower().strip("'") for w in _WORD.findall(lyrics[:2000])]
