@@ -23,7 +23,7 @@ BLUE = Track(id="b", title="Blue Hour", artists=["Ann Lee"], album="Night Songs"
              release_date="1994-03-01", tags=["jazz", "mellow"],
              lyrics="Rain on the window, rain in the night")
 OTHER = Track(id="o", title="Thunder Road", artists=["Max Power"], album="Loud",
-              release_date="1981", tags=["rock", "upbeat", "blue", "80s"])
+              release_date="1981", tags=["rock", "upbeat", "blue", "80s", "female vocals"])
 SELF_TITLED = Track(id="s", title="Intro", artists=["Someone"], album="Ann Lee", tags=["90s"])
 HERE = Track(id="h", title="Here", artists=["Mozart"], album="For You")  # plain-word names
 
@@ -51,6 +51,7 @@ def test_facts_line_says_what_the_catalog_says():
     ('The lyrics keep coming back to "rock".', ["lyric: rock"]),  # a lyric, checked as one
     ('Its lyrics mention "the night".', []),
     ("A song from the 2000s.", ["decade: 2000s"]),
+    ("A song from the 80's, with female vocal.", ["decade: 80s", "tag: female vocal"]),
 ])
 def test_claims_are_checked_against_the_recommended_track(reply, false):
     got = ClaimChecker([BLUE, OTHER, SELF_TITLED, HERE]).check(reply, BLUE)

@@ -17,7 +17,7 @@ from talkplay.recommend.guard import ReplyGuard
 BLUE = Track(id="b", title="Blue Hour", artists=["Ann Lee"], release_date="1994",
              tags=["jazz", "mellow", "synth pad"])
 OTHER = Track(id="o", title="Thunder Road", artists=["Max Power"], release_date="1981",
-              tags=["rock", "upbeat", "80s", "jazz fusion"])
+              tags=["rock", "upbeat", "80s", "jazz fusion", "female vocals"])
 NO_YEAR = Track(id="n", title="Untitled", artists=["Nobody"], tags=["jazz"])
 
 
@@ -42,7 +42,8 @@ def allowed(banned, tok, prefix: str, word: str) -> bool:
 
 @pytest.mark.parametrize("word, ok", [
     (" rock", False), (" Rock", False), (" upbeat", False), (" jazz fusion", False),
-    (" 80s", False), (" 1980s", False), (" 1981", False),
+    (" 80s", False), (" 1980s", False), (" 1981", False), (" 80's", False),
+    (" female vocals", False), (" female vocal", False), (" 90's", True),
     (" jazz", True), (" mellow", True), (" synth pad", True), (" 90s", True), (" 1990s", True),
     (" 1994", True), (" fusion", True), (" lovely", True),  # not claims, or true ones
 ])

@@ -3,7 +3,7 @@
 ``ClaimChecker`` finds every checkable claim in a reply, using the catalog as the vocabulary of
 what can be claimed, and checks it against the recommended track (the first of the ranking):
 
-- a **year** (1950-2029) or a **decade** ("the 90s", "1990s", "'90s") must match the track's
+- a **year** (1950-2029) or a **decade** ("the 90s", "1990s", "'90s", "90's") must match the track's
   release year;
 - a **tag or genre word** of the catalog's vocabulary (any track's tags or pseudo tags, as
   whole words) must be one of the track's own tags; a tag word that opens a sentence and is
@@ -38,7 +38,7 @@ from talkplay.data.schema import Track
 from talkplay.lm.facts import claim_tags, decade_forms, true_tags
 
 _YEAR = re.compile(r"\b(19[5-9]\d|20[0-2]\d)\b")  # lm.facts.YEARS
-_DECADE = re.compile(r"(?:\b|')(\d{2}|\d{4})s\b")
+_DECADE = re.compile(r"(?:\b|')(\d{2}|\d{4})'?s\b")
 _LYRIC_QUOTE = re.compile(r"\blyric[^.!?]*?[\"\u201c]([^\"\u201d]+)[\"\u201d]", re.IGNORECASE)
 MIN_NAME = 4
 """One-word names shorter than this (characters) are not matched."""

@@ -19,7 +19,7 @@ MIN_TAG = 4
 YEARS = range(1950, 2030)
 """Years a reply can claim (and ``evaluate.replies`` checks)."""
 DECADES = sorted({form for d in range(1950, 2030, 10) for form in (f"{d}s", f"{d % 100:02d}s")})
-"""Decades a reply can claim, long and short ("1990s", "90s")."""
+"""Decades a reply can claim, long and short ("1990s", "90s"); also written "90's"."""
 
 
 def track_facts(track: Track, max_tags: int = MAX_TAGS) -> str:
@@ -43,16 +43,26 @@ def track_facts(track: Track, max_tags: int = MAX_TAGS) -> str:
     return "(" + "; ".join(parts) + ")"
 
 
+def tag_forms(tag: str) -> set[str]:
+    """How a reply may write ``tag``: lower-cased, and a several-word plural also in the
+    singular ("female vocals", "female vocal")."""
+    tag = tag.lower()
+    forms = {tag}
+    if " " in tag and tag.endswith("s") and not tag.endswith("ss"):
+        forms.add(tag[:-1])
+    return forms
+
+
 def claim_tags(tracks: Iterable[Track]) -> set[str]:
-    """The catalog's vocabulary of tag claims: every track's tags and pseudo tags, lower-cased,
-    of at least ``MIN_TAG`` characters or several words."""
-    return {t.lower() for tr in tracks for t in (*tr.tags, *tr.pseudo_tags)
-            if len(t) >= MIN_TAG or " " in t}
+    """The catalog's vocabulary of tag claims: every form (``tag_forms``) of every track's tags
+    and pseudo tags of at least ``MIN_TAG`` characters or several words."""
+    return {f for tr in tracks for t in (*tr.tags, *tr.pseudo_tags)
+            if len(t) >= MIN_TAG or " " in t for f in tag_forms(t)}
 
 
 def true_tags(track: Track) -> set[str]:
-    """The tag claims that are true of ``track`` (its tags and pseudo tags, lower-cased)."""
-    return {t.lower() for t in (*track.tags, *track.pseudo_tags)}
+    """The tag claims that are true of ``track``: every form of its tags and pseudo tags."""
+    return {f for t in (*track.tags, *track.pseudo_tags) for f in tag_forms(t)}
 
 
 def decade_forms(year: int | None) -> set[str]:
@@ -60,7 +70,7 @@ def decade_forms(year: int | None) -> set[str]:
     if not year:
         return set()
     d = year // 10 * 10
-    return {f"{d}s", f"{d % 100:02d}s"}
+    return {f"{d}s", f"{d % 100:02d}s"}  # with an apostrophe ("90's") they are the same claim
 
 
 def facts_lookup(tracks: Iterable[Track]) -> Callable[[str], str]:

@@ -28,7 +28,10 @@ from talkplay.lm.facts import DECADES, YEARS, claim_tags, decade_forms, true_tag
 
 def _variants(phrase: str) -> list[str]:
     cap = phrase[:1].upper() + phrase[1:]
-    return [" " + phrase, " " + cap, cap]
+    forms = [" " + phrase, " " + cap, cap]
+    if phrase in DECADES:  # "the 80's" is the same claim as "the 80s"
+        forms += [" " + phrase[:-1] + "'s", phrase[:-1] + "'s"]
+    return forms
 
 
 class ReplyGuard:
