@@ -41,9 +41,10 @@ def answer(prompt: str) -> list[dict]:
 class FakeLLM:
     """A chat-completions server; ``script(n, prompt)`` decides each answer (n counts requests)."""
 
-    def __init__(self, script=None, die_after: int | None = None):
+    def __init__(self, script=None, die_after: int | None = None, refuse_schema: int | None = None):
         self.script = script or (lambda n, prompt: ("ok", None))
         self.die_after = die_after
+        self.refuse_schema = refuse_schema  # HTTP status for requests with response_format
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         outer = self
@@ -64,6 +65,8 @@ class FakeLLM:
                     self.close_connection = True
                     return
                 kind, extra = outer.script(n, body["messages"][-1]["content"])
+                if outer.refuse_schema and "response_format" in body:
+                    kind = str(outer.refuse_schema)
                 outer.reply(self, kind, body["messages"][-1]["content"], extra)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -107,7 +110,7 @@ def dataset(tmp_path):
 
 def fast(server: FakeLLM, **kw) -> LLMConfig:
     return LLMConfig(base_url=server.base_url, model="fake", backoff_s=0.01, backoff_max_s=0.02,
-                     concurrency=3, timeout_s=5, **kw)
+                     timeout_s=5, **{"concurrency": 3, **kw})
 
 
 def test_prompt_has_playlist_and_negative_set():
@@ -270,3 +273,52 @@ def test_fatal_and_settings_errors(dataset, tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(DataError, match="TALKPLAY_LLM_BASE_URL"):
         generate(ds.tracks, ds.playlists, LLMConfig(), tmp_path / "w3")
+
+
+def test_structured_outputs_send_each_requests_schema_of_allowed_ids(dataset, tmp_path):
+    ds, _ = dataset
+    server = FakeLLM()
+    try:
+        result = generate(ds.tracks, ds.playlists, fast(server), tmp_path / "w")
+    finally:
+        server.stop()
+    assert result.complete and result.structured and result.first_try == result.new > 0
+    for req in server.requests:
+        fmt = req["body"]["response_format"]
+        assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
+        items = fmt["json_schema"]["schema"]["properties"]["conversations"]["items"]["anyOf"]
+        music = next(i for i in items if i["properties"]["role"]["enum"] == ["music"])
+        prompt = req["body"]["messages"][-1]["content"]
+        assert set(music["properties"]["content"]["enum"]) == set(ID.findall(prompt))
+        assert '{"conversations": [...]}' in prompt  # the prompt says what the schema wants
+
+
+@pytest.mark.parametrize("status", [400, 422])
+def test_a_server_that_refuses_the_schema_gets_requests_without_it(dataset, tmp_path, status):
+    ds, _ = dataset
+    server = FakeLLM(refuse_schema=status)
+    try:
+        result = generate(ds.tracks, ds.playlists, fast(server, concurrency=1, max_attempts=1),
+                          tmp_path / "w")
+    finally:
+        server.stop()
+    # One attempt per conversation was enough: the refused request is not counted as one.
+    assert result.complete and not result.structured and result.new == len(ds.playlists)
+    with_schema = [r for r in server.requests if "response_format" in r["body"]]
+    assert len(with_schema) == 1 and server.requests[0] is with_schema[0]
+    assert all('{"conversations"' not in r["body"]["messages"][-1]["content"]
+               for r in server.requests[1:])
+
+
+def test_structured_on_makes_a_refusal_fatal_and_off_never_sends_it(dataset, tmp_path):
+    ds, _ = dataset
+    server = FakeLLM(refuse_schema=422)
+    try:
+        with pytest.raises(DataError, match="refused structured outputs"):
+            generate(ds.tracks, ds.playlists, fast(server, structured="on"), tmp_path / "a")
+        result = generate(ds.tracks, ds.playlists, fast(server, structured="off"), tmp_path / "b")
+    finally:
+        server.stop()
+    assert result.complete and not result.structured
+    with pytest.raises(DataError, match="structured"):
+        generate(ds.tracks, ds.playlists, fast(server, structured="maybe"), tmp_path / "c")

@@ -66,6 +66,9 @@ def conversations(
     timeout: Annotated[float, typer.Option(help="LLM: seconds per request.")] = 120.0,
     backoff: Annotated[float, typer.Option(help="LLM: first retry delay in seconds (doubles per attempt).")] = 1.0,
     temperature: Annotated[float, typer.Option(help="LLM: sampling temperature.")] = 0.8,
+    llm_structured: Annotated[str, typer.Option(
+        help="LLM: structured outputs. auto sends each request's JSON schema (response_format) "
+             "and drops it if the server refuses it; on: a refusal stops the run; off.")] = "auto",
     progress_dir: Annotated[Path | None, typer.Option(help="LLM: progress directory (default DATA/conversations-llm).")] = None,
     restart: Annotated[bool, typer.Option(help="LLM: discard earlier progress.")] = False,
     finalize: Annotated[bool, typer.Option(help="LLM: write the conversations finished so far "
@@ -101,7 +104,7 @@ def conversations(
             cfg = llm_gen.LLMConfig(
                 base_url=base_url, model=model, api_key=api_key, shape=shape,
                 concurrency=concurrency, max_attempts=max_attempts, timeout_s=timeout, backoff_s=backoff,
-                temperature=temperature)
+                temperature=temperature, structured=llm_structured)
             if finalize:
                 convs = llm_gen.finished(work)
             else:
@@ -110,8 +113,12 @@ def conversations(
                     result = llm_gen.generate(ds.tracks, playlists, cfg, work, restart=restart,
                                               on_done=lambda n: bar.advance(task, n))
                 convs = result.conversations
-                console.print(f"{result.new} new, {len(convs) - result.new} from earlier runs, "
-                              f"{result.invalid_outputs} invalid outputs (see {work}/rejected.jsonl)")
+                console.print(f"{result.new} new ({result.first_try} valid on the first try), "
+                              f"{len(convs) - result.new} from earlier runs, "
+                              f"{result.invalid_outputs} invalid outputs (see {work}/rejected.jsonl); "
+                              "structured outputs "
+                              + ("on" if result.structured else
+                                 "off" if llm_structured == "off" else "refused by the server"))
                 if not result.complete:
                     why = "stopped early" if result.aborted else f"{len(result.failed)} failed"
                     fail(f"run incomplete ({why}); the dataset was not rewritten. Rerun to resume, "

@@ -22,7 +22,12 @@ import httpx
 
 from talkplay.data.conversations.common import ConversationShape, NegativeSampler
 from talkplay.data.conversations.progress import ProgressLog
-from talkplay.data.conversations.prompt import InvalidOutput, build_messages, parse_conversation
+from talkplay.data.conversations.prompt import (
+    InvalidOutput,
+    build_messages,
+    parse_conversation,
+    response_format,
+)
 from talkplay.data.errors import DataError
 from talkplay.data.schema import Conversation, Playlist, Track
 from talkplay.io import read_json
@@ -34,6 +39,7 @@ ENV = {"base_url": "TALKPLAY_LLM_BASE_URL", "model": "TALKPLAY_LLM_MODEL",
 # resumed run must keep them. Every run since the first wrote these keys, so keep them as they are.
 SHAPING = ("model", "seed", "max_turns", "min_tracks", "per_playlist", "reject_rate", "negatives",
            "lyrics_chars", "temperature", "max_tokens")
+STRUCTURED = ("auto", "on", "off")
 
 
 @dataclass
@@ -59,6 +65,11 @@ class LLMConfig:
     concurrency: int = 4
     abort_after: int = 8
     """Stop the run after this many playlists in a row failed on connection errors (server down)."""
+    structured: str = "auto"
+    """Structured outputs: "auto" sends each request's JSON schema as ``response_format``
+    (``prompt.conversation_schema``) and, when the server refuses the field (HTTP 400 or 422),
+    resends without it for the rest of the run; "on" makes a refusal fatal; "off" never sends
+    it. Answers are validated the same way in every case (a server may also ignore the field)."""
 
     def resolved(self) -> LLMConfig:
         """A copy with unset endpoint fields read from the environment. Raises DataError if missing."""
@@ -66,6 +77,9 @@ class LLMConfig:
         for name, var in ENV.items():
             if getattr(cfg, name) is None and os.environ.get(var):
                 setattr(cfg, name, os.environ[var])
+        if cfg.structured not in STRUCTURED:
+            raise DataError(f"structured outputs must be one of {', '.join(STRUCTURED)}, got "
+                            f"{cfg.structured!r}", field="structured")
         for name in ("base_url", "model"):
             if not getattr(cfg, name):
                 raise DataError(f"no LLM {name}: pass --llm-{name.replace('_', '-')} or set "
@@ -94,6 +108,10 @@ class RunResult:
     invalid_outputs: int
     aborted: bool
     elapsed_s: float
+    structured: bool = False
+    """Requests carried the JSON schema when the run ended (False after a refusal or when off)."""
+    first_try: int = 0
+    """Conversations of this run valid on their first attempt."""
 
     @property
     def complete(self) -> bool:
@@ -104,16 +122,24 @@ class _Fatal(Exception):
     """A client error that retrying cannot fix (bad key, unknown model)."""
 
 
+class _Refused(Exception):
+    """The server refused a request that carried ``response_format`` (HTTP 400 or 422)."""
+
+
 def _endpoint(base_url: str) -> str:
     base = base_url.rstrip("/")
     return (base if base.endswith("/v1") else base + "/v1") + "/chat/completions"
 
 
 async def _complete(client: httpx.AsyncClient, url: str, cfg: LLMConfig, messages: list[dict],
-                    seed: int) -> str:
+                    seed: int, schema_ids: list[str] | None = None) -> str:
     body = {"model": cfg.model, "messages": messages, "temperature": cfg.temperature,
             "max_tokens": cfg.max_tokens, "seed": seed}
+    if schema_ids is not None:
+        body["response_format"] = response_format(schema_ids)
     resp = await client.post(url, json=body)
+    if schema_ids is not None and resp.status_code in (400, 422):
+        raise _Refused(f"HTTP {resp.status_code} from {url}: {resp.text[:300]}")
     if resp.status_code in (400, 401, 403, 404):
         raise _Fatal(f"HTTP {resp.status_code} from {url}: {resp.text[:300]}")
     resp.raise_for_status()
@@ -142,25 +168,42 @@ async def _run(jobs, sampler: NegativeSampler, cfg: LLMConfig, plog: ProgressLog
     sem = asyncio.Semaphore(cfg.concurrency)
     url = _endpoint(cfg.base_url)
     headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
-    state = {"new": 0, "invalid": 0, "down_streak": 0, "failed": [], "stop": False, "fatal": None}
+    state = {"new": 0, "invalid": 0, "down_streak": 0, "failed": [], "stop": False, "fatal": None,
+             "structured": cfg.structured != "off", "first_try": 0}
 
     async def one(client: httpx.AsyncClient, key, playlist, index, window) -> None:
         rng = random.Random(f"{cfg.shape.seed}:{playlist.id}:{index}:llm")
         negs = sampler.sample(playlist.track_ids, playlist.split, rng, cfg.shape.negatives)
         rejections = sum(rng.random() < cfg.shape.reject_rate for _ in window) if negs else 0
-        messages = build_messages(window, negs, rejections=rejections,
-                                  max_turns=cfg.shape.max_turns + rejections,
-                                  lyrics_chars=cfg.lyrics_chars)
+        messages = {flag: build_messages(window, negs, rejections=rejections,
+                                         max_turns=cfg.shape.max_turns + rejections,
+                                         lyrics_chars=cfg.lyrics_chars, structured=flag)
+                    for flag in (False, True)}
         pos, neg = {t.id for t in window}, {t.id for t in negs}
+        ids = [t.id for t in window] + [t.id for t in negs if t.id not in pos]
         async with sem:
             transport_error = False
-            for attempt in range(cfg.max_attempts):
+            attempt = 0
+            while attempt < cfg.max_attempts:
                 if state["stop"]:
                     return
                 text = None
+                structured = state["structured"]
                 try:
-                    text = await _complete(client, url, cfg, messages, rng.randrange(2**31))
+                    text = await _complete(client, url, cfg, messages[structured],
+                                           rng.randrange(2**31), ids if structured else None)
                     msgs, meta = parse_conversation(text, pos, neg)
+                except _Refused as e:
+                    if cfg.structured == "on":
+                        state["stop"], state["fatal"] = True, (
+                            f"the server refused structured outputs (response_format): {e}; "
+                            "pass --llm-structured auto or off")
+                        return
+                    if state["structured"]:
+                        state["structured"] = False
+                        log.warning("the server refused response_format (%s); sending requests "
+                                    "without a schema from now on", e)
+                    continue  # resent without the schema: not an attempt
                 except InvalidOutput as e:
                     state["invalid"] += 1
                     plog.reject(key, attempt, f"invalid output: {e}", text)
@@ -178,12 +221,14 @@ async def _run(jobs, sampler: NegativeSampler, cfg: LLMConfig, plog: ProgressLog
                     plog.add(key, conv)
                     done[key] = conv
                     state["new"] += 1
+                    state["first_try"] += attempt == 0
                     state["down_streak"] = 0
                     if on_done:
                         on_done(1)
                     return
-                if attempt + 1 < cfg.max_attempts:
-                    delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** attempt)
+                attempt += 1
+                if attempt < cfg.max_attempts:
+                    delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** (attempt - 1))
                     await asyncio.sleep(delay * (0.5 + random.random()))  # jitter spreads retries
             state["failed"].append(key)
             log.warning("%s: gave up after %d attempts", key, cfg.max_attempts)
@@ -202,7 +247,8 @@ async def _run(jobs, sampler: NegativeSampler, cfg: LLMConfig, plog: ProgressLog
         raise DataError(state["fatal"])
     return RunResult(conversations=list(done.values()), new=state["new"], failed=state["failed"],
                      invalid_outputs=state["invalid"], aborted=state["stop"],
-                     elapsed_s=time.perf_counter() - t0)
+                     elapsed_s=time.perf_counter() - t0, structured=state["structured"],
+                     first_try=state["first_try"])
 
 
 def generate(tracks: list[Track], playlists: list[Playlist], cfg: LLMConfig, work: str | Path,

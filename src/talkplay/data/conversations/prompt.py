@@ -42,6 +42,35 @@ Answer with a JSON list only, e.g.
 """
 VALID_ROLES = ("user", "assistant", "music")
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+STRUCTURED_NOTE = ('\nThe answer is constrained to a JSON object {"conversations": [...]} holding '
+                   "that list.")
+
+
+def conversation_schema(track_ids: list[str]) -> dict:
+    """The JSON schema of one answer, for servers with structured outputs (OpenAI's
+    ``response_format`` with ``json_schema``; vLLM and llama.cpp turn it into a grammar).
+
+    An object root (OpenAI's strict mode needs one) whose ``conversations`` list holds user and
+    assistant messages with text, and music messages whose content is one of ``track_ids``
+    (the playlist and the negative set), so that even a small model writes valid ids.
+    ``parse_conversation`` still validates everything (a server may ignore the schema).
+    """
+    text = {"type": "object", "additionalProperties": False, "required": ["role", "content"],
+            "properties": {"role": {"type": "string", "enum": ["user", "assistant"]},
+                           "content": {"type": "string", "minLength": 1}}}
+    music = {"type": "object", "additionalProperties": False, "required": ["role", "content"],
+             "properties": {"role": {"type": "string", "enum": ["music"]},
+                            "content": {"type": "string", "enum": list(track_ids)}}}
+    return {"type": "object", "additionalProperties": False, "required": ["conversations"],
+            "properties": {"conversations": {"type": "array", "minItems": 3,
+                                             "items": {"anyOf": [text, music]}}}}
+
+
+def response_format(track_ids: list[str]) -> dict:
+    """The ``response_format`` request field carrying ``conversation_schema``."""
+    return {"type": "json_schema",
+            "json_schema": {"name": "conversation", "strict": True,
+                            "schema": conversation_schema(track_ids)}}
 
 
 def pseudo_caption(track: Track) -> str:
@@ -81,7 +110,7 @@ def track_block(track: Track, lyrics_chars: int = 200) -> str:
 
 
 def build_messages(playlist: list[Track], negatives: list[Track], *, rejections: int,
-                   max_turns: int, lyrics_chars: int = 200) -> list[dict]:
+                   max_turns: int, lyrics_chars: int = 200, structured: bool = False) -> list[dict]:
     """Chat-completions messages asking for one conversation.
 
     Args:
@@ -90,10 +119,14 @@ def build_messages(playlist: list[Track], negatives: list[Track], *, rejections:
         rejections: how many rejections to ask for.
         max_turns: most music messages.
         lyrics_chars: characters of lyrics per track.
+        structured: the answer is constrained to ``conversation_schema`` (says so, since its
+            root is an object holding the list).
     Returns:
         ``[{"role": "system", ...}, {"role": "user", ...}]``.
     """
     body = INSTRUCTIONS.format(rejections=rejections, max_turns=max_turns)
+    if structured:
+        body += STRUCTURED_NOTE
     body += "\nPLAYLIST:\n" + "\n".join(track_block(t, lyrics_chars) for t in playlist)
     if negatives:
         body += "\n\nNEGATIVE SET:\n" + "\n".join(track_block(t, lyrics_chars) for t in negatives)
