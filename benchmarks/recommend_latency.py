@@ -3,7 +3,7 @@ decoding mode, beside the BM25 and dense baselines on the same turns; what reusi
 of the previous turn's prompt saves; and what ``talkplay-hybrid`` costs beside beam mode.
 
     .venv/bin/python benchmarks/recommend_latency.py [--run RUN --data DIR] [--turns 24]
-        [--reply-turns 8] [--threads N] [--parts modes,reply,hybrid] [--quantize int8]
+        [--reply-turns 8] [--threads N] [--parts modes,reply,hybrid] [--quantize int8|int8-reply]
 
 Without ``--run/--data`` a small world is built in a temporary directory (about 2-3 minutes on
 2 CPU cores): ``talkplay data synth --tracks 500 --no-audio``-sized tracks and playlists,
@@ -26,9 +26,10 @@ conversation's turns in order, as a chat replays them). Per system the same turn
   includes its own beam search), its own bm25 / dense / cooc and no shared pools. Its weights
   are RUN/hybrid.json's "talkplay-hybrid" entry when there is one, else ``HybridConfig()``'s.
   Ratios in this table are against talkplay-beam's median.
-- ``--quantize int8``: the +reply modes again with the run's linear layers int8-quantised
-  (``lm.quantize``), alternating with the float32 rows turn by turn; printed as the ratio of
-  medians and the share of turns whose first track is the same.
+- ``--quantize int8|int8-reply``: the +reply modes again with the run's linear layers
+  int8-quantised (``lm.quantize``; int8-reply: only for the reply), alternating with the
+  float32 rows turn by turn; printed as the ratio of medians and the share of turns whose first
+  track is the same.
 
 Every other ratio is against bm25 measured in this same process.
 """
@@ -163,7 +164,8 @@ def talkplay_variant(base, mode: str, with_reply: bool, cache_size: int):
                               popularity=base._pop, context_length=base.context_length,
                               with_reply=with_reply, cache_size=cache_size)
     # the run's dense head, grounded replies, reply guard and weights
-    rec.run, rec.facts, rec.guard, rec.quantize = base.run, base.facts, base.guard, base.quantize
+    rec.run, rec.facts, rec.guard = base.run, base.facts, base.guard
+    rec.quantize, rec.reply_model = base.quantize, base.reply_model
     rec.name = f"talkplay-{mode}" + (" +reply" if with_reply else "") + \
         ("" if cache_size else " (no cache)") + ("" if base.quantize == "none" else f" {base.quantize}")
     return rec
@@ -264,7 +266,7 @@ def main() -> None:
                          "each other and were measured 17-35x slower)")
     ap.add_argument("--keep", type=Path, help="build the world here and keep it")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quantize", default="none", choices=["none", "int8"],
+    ap.add_argument("--quantize", default="none", choices=["none", "int8", "int8-reply"],
                     help="also replay the +reply modes with the run quantised so (same turns, "
                          "alternating), and compare")
     ap.add_argument("--parts", default="modes,reply,hybrid",

@@ -195,6 +195,16 @@ def test_int8_quantised_talkplay_is_evaluated_and_scores_stay_close(tiny_run, tm
     prompt = list(range(5, 40))
     a, b = prefill(exact.model, prompt).logits, prefill(q.model, prompt).logits
     assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.99 and not torch.equal(a, b)
+    # int8-reply: the float model ranks (identical rankings), an int8 copy writes the reply.
+    from talkplay.data.dataset import read_dataset
+
+    history = read_dataset(data).conversations[0].messages[:1]
+    both = load_talkplay(run, device="cpu", quantize="int8-reply", max_reply_tokens=3)
+    assert both.model is not both.reply_model and exact.reply_model is None
+    assert not any(type(m) is torch.nn.Linear for m in both.reply_model.modules())
+    assert any(type(m) is torch.nn.Linear for m in both.model.modules())
+    ranked = [t.track_id for t in both.recommend(history, k=10).tracks]
+    assert ranked == [t.track_id for t in exact.recommend(history, k=10).tracks]
     res = _talkplay_eval(data, run, tmp_path / "x", "--quantize", "int4")
     assert res.exit_code == 2 and "unknown quantization 'int4'" in " ".join(res.output.split())
 

@@ -32,7 +32,7 @@ def build_talkplay(run: Path | None, name: str, keep_history: bool = False,
             context minus 64, as in training).
         keep_history: allow recommending tracks already played (``exclude_seen=False``), as
             ``--keep-history`` does for the baselines.
-        quantize: "none" or "int8" (``lm.quantize``).
+        quantize: "none", "int8" or "int8-reply" (``lm.quantize``).
     Returns:
         The recommender, named ``name``.
     Raises:
@@ -245,8 +245,9 @@ def evaluate(
     refit: Annotated[bool, typer.Option(
         help="talkplay-hybrid: fit the weights again even if RUN/hybrid.json has them.")] = False,
     quantize: Annotated[str, typer.Option(
-        help="TalkPlay systems: none (float weights) or int8 (the model's linear layers "
-             "quantised for CPU inference: faster, scores move a little).")] = "none",
+        help="TalkPlay systems: none (float weights), int8 (every linear layer int8 for CPU "
+             "inference: faster, rankings move) or int8-reply (the float model ranks, an int8 "
+             "copy writes the reply).")] = "none",
     reply_guard: Annotated[bool, typer.Option(
         help="--replies: TalkPlay replies may not use the catalog's tag, decade and year words "
              "that are false of the recommended track (--no-reply-guard: the model alone).")] = True,

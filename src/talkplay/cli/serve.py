@@ -18,8 +18,9 @@ SystemOpt = Annotated[str | None, typer.Option(
 DataOpt = Annotated[Path | None, typer.Option(
     "--data", "-d", help="Dataset directory (default: the one the run was trained on).")]
 QuantizeOpt = Annotated[str, typer.Option(
-    help="TalkPlay systems: none (float weights) or int8 (the model's linear layers quantised "
-         "for CPU inference: faster, scores move a little).")]
+    help="TalkPlay systems: none (float weights), int8 (every linear layer int8 for CPU "
+         "inference: faster, rankings move) or int8-reply (the float model ranks, an int8 copy "
+         "writes the reply).")]
 
 
 def _load(run: Path | None, system: str | None, data: Path | None, quantize: str = "none"):

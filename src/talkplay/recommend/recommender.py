@@ -26,6 +26,7 @@ Tracks already in the history are excluded by default (``GenerateConfig.exclude_
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import zlib
@@ -40,6 +41,7 @@ from talkplay.config import GenerateConfig
 from talkplay.data.errors import DataError
 from talkplay.data.schema import Message
 from talkplay.lm.facts import facts_lookup
+from talkplay.lm.quantize import QUANTIZE
 from talkplay.lm.quantize import quantize as quantize_model
 from talkplay.lm.render import facts_ids, fit_prompt
 from talkplay.lm.vocab import MusicVocab, music_token_table
@@ -124,6 +126,9 @@ class TalkPlayRecommender:
         line shown after its music block in prompts and before the reply (``lm.facts``)."""
         self.quantize = "none"
         """How the model's weights were quantised for inference (``lm.quantize``)."""
+        self.reply_model = None
+        """A second (int8) copy of the model that writes replies ("int8-reply"); None: the
+        model itself. It continues the float model's cache, so rankings are unchanged."""
         self.guard: ReplyGuard | None = None
         """Bans claim words false of the recommended track while the reply is written (set by
         ``from_run`` with ``cfg.reply_guard`` and the run's dataset; ``recommend.guard``)."""
@@ -141,7 +146,8 @@ class TalkPlayRecommender:
             device: "auto" (CUDA when available), "cpu" or "cuda".
             with_reply: generate reply text.
             cache_size: prompt states kept for prefix reuse (0 disables).
-            quantize: "none", or "int8" (CPU: dynamic int8 linear layers, ``lm.quantize``).
+            quantize: "none"; "int8" (CPU: dynamic int8 linear layers, ``lm.quantize``); or
+                "int8-reply" (the float model ranks, an int8 copy writes the reply).
         Returns:
             The recommender.
         """
@@ -153,7 +159,13 @@ class TalkPlayRecommender:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model, tokenizer, codebook, manifest = load_run(run, device=device)
-        model = quantize_model(model, quantize)
+        if quantize not in QUANTIZE:
+            raise ValueError(f"unknown quantization {quantize!r}; expected one of {QUANTIZE}")
+        writer = None
+        if quantize == "int8-reply":  # rankings from the float model, replies from an int8 copy
+            writer = quantize_model(copy.deepcopy(model), "int8")
+        else:
+            model = quantize_model(model, quantize)
         saved = read_json(Path(run) / "config.json") if (Path(run) / "config.json").exists() else {}
         if cfg is None:
             cfg = from_dict(GenerateConfig, saved.get("generate", {}))
@@ -172,7 +184,7 @@ class TalkPlayRecommender:
             log.warning("run %s: dataset %s not found; lookup ties ignore popularity", run, data)
         rec = cls(model, tokenizer, codebook, cfg, mode=mode, popularity=popularity,
                   context_length=context, with_reply=with_reply, cache_size=cache_size)
-        rec.run, rec.quantize = str(run), quantize
+        rec.run, rec.quantize, rec.reply_model = str(run), quantize, writer
         if grounded:
             rec.facts = facts_lookup(tracks)
         if cfg.reply_guard and tracks is not None:  # cheap: tokenizes words on first use
@@ -333,8 +345,9 @@ class TalkPlayRecommender:
     def _reply(self, state: DecodeState, generator: torch.Generator,
                track_id: str | None = None) -> str:
         guard = self.guard.for_track(track_id) if self.guard and track_id is not None else None
-        ids = generate_text(self.model, state, self.cfg, self.stop_ids, self.cfg.max_reply_tokens,
-                            banned_ids=self.banned, generator=generator, guard=guard)
+        ids = generate_text(self.reply_model or self.model, state, self.cfg, self.stop_ids,
+                            self.cfg.max_reply_tokens, banned_ids=self.banned, generator=generator,
+                            guard=guard)
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
@@ -351,7 +364,7 @@ def load_talkplay(run: str | Path, *, mode: str | None = None, device: str = "au
         device: "auto", "cpu" or "cuda".
         with_reply: generate reply text (evaluation passes False).
         cache_size: prompt states kept for prefix reuse.
-        quantize: "none", or "int8" (CPU inference; ``lm.quantize``).
+        quantize: "none", "int8" or "int8-reply" (CPU inference; ``lm.quantize``).
         **generate: ``GenerateConfig`` fields that override the saved ones
             (e.g. ``exclude_seen=False``, ``max_reply_tokens=32``).
     Returns:
