@@ -41,10 +41,12 @@ def answer(prompt: str) -> list[dict]:
 class FakeLLM:
     """A chat-completions server; ``script(n, prompt)`` decides each answer (n counts requests)."""
 
-    def __init__(self, script=None, die_after: int | None = None, refuse_schema: int | None = None):
+    def __init__(self, script=None, die_after: int | None = None, refuse_schema: int | None = None,
+                 refuse_types=("json_schema", "json_object")):
         self.script = script or (lambda n, prompt: ("ok", None))
         self.die_after = die_after
         self.refuse_schema = refuse_schema  # HTTP status for requests with response_format
+        self.refuse_types = refuse_types  # ... of these types
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         outer = self
@@ -65,8 +67,9 @@ class FakeLLM:
                     self.close_connection = True
                     return
                 kind, extra = outer.script(n, body["messages"][-1]["content"])
-                if outer.refuse_schema and "response_format" in body:
-                    kind = str(outer.refuse_schema)
+                fmt = body.get("response_format")
+                if outer.refuse_schema and fmt and fmt["type"] in outer.refuse_types:
+                    kind = f"refuse:{outer.refuse_schema}"
                 outer.reply(self, kind, body["messages"][-1]["content"], extra)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -84,7 +87,10 @@ class FakeLLM:
             "invalid_id": lambda: json.dumps(conv + [{"role": "music", "content": "no-such-id"}]),
             "bad_role": lambda: json.dumps([{"role": "system", "content": "hi"}] + conv),
         }.get(kind)
-        if content is None:  # an HTTP status code
+        if content is None and kind.startswith("refuse:"):  # a server without this schema form
+            status = int(kind.split(":")[1])
+            payload = json.dumps({"error": "unsupported field response_format"}).encode()
+        elif content is None:  # an HTTP status code
             status, payload = int(kind), json.dumps({"error": "boom"}).encode()
         else:
             status = 200
@@ -282,14 +288,20 @@ def test_structured_outputs_send_each_requests_schema_of_allowed_ids(dataset, tm
         result = generate(ds.tracks, ds.playlists, fast(server), tmp_path / "w")
     finally:
         server.stop()
-    assert result.complete and result.structured and result.first_try == result.new > 0
+    assert result.complete and result.structured == "json_schema"
+    assert result.first_try == result.new > 0
     for req in server.requests:
         fmt = req["body"]["response_format"]
         assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
-        items = fmt["json_schema"]["schema"]["properties"]["conversations"]["items"]["anyOf"]
-        music = next(i for i in items if i["properties"]["role"]["enum"] == ["music"])
+        conv = fmt["json_schema"]["schema"]["properties"]["conversations"]
+        roles = [m["properties"]["role"]["enum"][0] for m in conv["prefixItems"]]
         prompt = req["body"]["messages"][-1]["content"]
-        assert set(music["properties"]["content"]["enum"]) == set(ID.findall(prompt))
+        asked = re.search(r"Include (\d+) rejection", prompt).group(1)
+        played = len(ID.findall(prompt.split("NEGATIVE SET:")[0]))
+        assert roles == ["user", "music", "assistant"] * (played + int(asked))
+        assert conv["items"] is False and conv["minItems"] == conv["maxItems"] == len(roles)
+        for m in conv["prefixItems"][1::3]:
+            assert set(m["properties"]["content"]["enum"]) == set(ID.findall(prompt))
         assert '{"conversations": [...]}' in prompt  # the prompt says what the schema wants
 
 
@@ -302,12 +314,28 @@ def test_a_server_that_refuses_the_schema_gets_requests_without_it(dataset, tmp_
                           tmp_path / "w")
     finally:
         server.stop()
-    # One attempt per conversation was enough: the refused request is not counted as one.
-    assert result.complete and not result.structured and result.new == len(ds.playlists)
-    with_schema = [r for r in server.requests if "response_format" in r["body"]]
-    assert len(with_schema) == 1 and server.requests[0] is with_schema[0]
+    # One attempt per conversation was enough: refused requests are not counted as attempts.
+    assert result.complete and result.structured is None and result.new == len(ds.playlists)
+    with_schema = [r["body"]["response_format"]["type"] for r in server.requests
+                   if "response_format" in r["body"]]
+    assert with_schema == ["json_schema", "json_object"]  # both forms tried, once each
     assert all('{"conversations"' not in r["body"]["messages"][-1]["content"]
-               for r in server.requests[1:])
+               for r in server.requests[2:])
+
+
+def test_llama_cpp_pythons_schema_form_is_used_where_openais_is_refused(dataset, tmp_path):
+    """llama-cpp-python's server answers OpenAI's json_schema with a 500 naming the field and
+    takes {"type": "json_object", "schema": ...} instead."""
+    ds, _ = dataset
+    server = FakeLLM(refuse_schema=500, refuse_types=("json_schema",))
+    try:
+        result = generate(ds.tracks, ds.playlists, fast(server, structured="on"), tmp_path / "w")
+    finally:
+        server.stop()
+    assert result.complete and result.structured == "json_object"
+    kinds = [r["body"]["response_format"]["type"] for r in server.requests]
+    assert kinds.count("json_schema") >= 1 and kinds[-1] == "json_object"
+    assert "schema" in server.requests[-1]["body"]["response_format"]
 
 
 def test_structured_on_makes_a_refusal_fatal_and_off_never_sends_it(dataset, tmp_path):
@@ -319,7 +347,8 @@ def test_structured_on_makes_a_refusal_fatal_and_off_never_sends_it(dataset, tmp
         result = generate(ds.tracks, ds.playlists, fast(server, structured="off"), tmp_path / "b")
     finally:
         server.stop()
-    assert result.complete and not result.structured
+    assert result.complete and result.structured is None
+    assert not any("response_format" in r["body"] for r in server.requests[-len(ds.playlists):])
     with pytest.raises(DataError, match="structured"):
         generate(ds.tracks, ds.playlists, fast(server, structured="maybe"), tmp_path / "c")
 
@@ -356,7 +385,7 @@ def test_the_generator_against_a_real_local_llama_cpp_server(tmp_path):
         "--progress-dir", str(tmp_path / "w")])
     out = " ".join(res.output.split())
     assert "llama.cpp server on http://127.0.0.1:" in out, res.output
-    assert "structured outputs on" in out, res.output
+    assert "structured outputs on (json_object)" in out, res.output
     got = read_dataset(data)
     convs = [c for c in got.conversations if c.source.startswith("llm:")]
     # A 135M model does not always write a usable conversation, even in the schema: the run

@@ -138,7 +138,7 @@ def conversations(
                               f"{len(convs) - result.new} from earlier runs, "
                               f"{result.invalid_outputs} invalid outputs (see {work}/rejected.jsonl); "
                               "structured outputs "
-                              + ("on" if result.structured else
+                              + (f"on ({result.structured})" if result.structured else
                                  "off" if llm_structured == "off" else "refused by the server"))
                 if not result.complete:
                     why = "stopped early" if result.aborted else f"{len(result.failed)} failed"

@@ -23,6 +23,7 @@ import httpx
 from talkplay.data.conversations.common import ConversationShape, NegativeSampler
 from talkplay.data.conversations.progress import ProgressLog
 from talkplay.data.conversations.prompt import (
+    RESPONSE_FORMATS,
     InvalidOutput,
     build_messages,
     parse_conversation,
@@ -67,9 +68,10 @@ class LLMConfig:
     """Stop the run after this many playlists in a row failed on connection errors (server down)."""
     structured: str = "auto"
     """Structured outputs: "auto" sends each request's JSON schema as ``response_format``
-    (``prompt.conversation_schema``) and, when the server refuses the field (HTTP 400 or 422),
-    resends without it for the rest of the run; "on" makes a refusal fatal; "off" never sends
-    it. Answers are validated the same way in every case (a server may also ignore the field)."""
+    (``prompt.conversation_schema``), in OpenAI's ``json_schema`` form and, when the server
+    refuses that, in llama-cpp-python's ``json_object`` form; when it refuses both, requests go
+    without a schema for the rest of the run. "on" makes refusing both fatal; "off" never sends
+    a schema. Answers are validated the same way in every case (a server may also ignore it)."""
 
     def resolved(self) -> LLMConfig:
         """A copy with unset endpoint fields read from the environment. Raises DataError if missing."""
@@ -108,8 +110,9 @@ class RunResult:
     invalid_outputs: int
     aborted: bool
     elapsed_s: float
-    structured: bool = False
-    """Requests carried the JSON schema when the run ended (False after a refusal or when off)."""
+    structured: str | None = None
+    """The ``response_format`` form requests carried when the run ended ("json_schema" or
+    "json_object"; None when off or refused)."""
     first_try: int = 0
     """Conversations of this run valid on their first attempt."""
 
@@ -123,7 +126,8 @@ class _Fatal(Exception):
 
 
 class _Refused(Exception):
-    """The server refused a request that carried ``response_format`` (HTTP 400 or 422)."""
+    """The server refused a request that carried ``response_format`` (HTTP 400 or 422, or a 500
+    whose body names the field: llama-cpp-python's validation errors)."""
 
 
 def _endpoint(base_url: str) -> str:
@@ -132,13 +136,14 @@ def _endpoint(base_url: str) -> str:
 
 
 async def _complete(client: httpx.AsyncClient, url: str, cfg: LLMConfig, messages: list[dict],
-                    seed: int, schema_ids: list[str] | None = None) -> str:
+                    seed: int, schema: dict | None = None) -> str:
     body = {"model": cfg.model, "messages": messages, "temperature": cfg.temperature,
             "max_tokens": cfg.max_tokens, "seed": seed}
-    if schema_ids is not None:
-        body["response_format"] = response_format(schema_ids)
+    if schema is not None:
+        body["response_format"] = schema
     resp = await client.post(url, json=body)
-    if schema_ids is not None and resp.status_code in (400, 422):
+    if schema is not None and (resp.status_code in (400, 422) or (
+            resp.status_code == 500 and "response_format" in resp.text)):
         raise _Refused(f"HTTP {resp.status_code} from {url}: {resp.text[:300]}")
     if resp.status_code in (400, 401, 403, 404):
         raise _Fatal(f"HTTP {resp.status_code} from {url}: {resp.text[:300]}")
@@ -169,7 +174,8 @@ async def _run(jobs, sampler: NegativeSampler, cfg: LLMConfig, plog: ProgressLog
     url = _endpoint(cfg.base_url)
     headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
     state = {"new": 0, "invalid": 0, "down_streak": 0, "failed": [], "stop": False, "fatal": None,
-             "structured": cfg.structured != "off", "first_try": 0}
+             "formats": [] if cfg.structured == "off" else list(RESPONSE_FORMATS),
+             "first_try": 0}
 
     async def one(client: httpx.AsyncClient, key, playlist, index, window) -> None:
         rng = random.Random(f"{cfg.shape.seed}:{playlist.id}:{index}:llm")
@@ -181,6 +187,7 @@ async def _run(jobs, sampler: NegativeSampler, cfg: LLMConfig, plog: ProgressLog
                     for flag in (False, True)}
         pos, neg = {t.id for t in window}, {t.id for t in negs}
         ids = [t.id for t in window] + [t.id for t in negs if t.id not in pos]
+        turns = len(window) + rejections
         async with sem:
             transport_error = False
             attempt = 0
@@ -188,22 +195,22 @@ async def _run(jobs, sampler: NegativeSampler, cfg: LLMConfig, plog: ProgressLog
                 if state["stop"]:
                     return
                 text = None
-                structured = state["structured"]
+                dialect = state["formats"][0] if state["formats"] else None
                 try:
-                    text = await _complete(client, url, cfg, messages[structured],
-                                           rng.randrange(2**31), ids if structured else None)
+                    text = await _complete(
+                        client, url, cfg, messages[dialect is not None], rng.randrange(2**31),
+                        response_format(dialect, ids, turns) if dialect else None)
                     msgs, meta = parse_conversation(text, pos, neg)
                 except _Refused as e:
-                    if cfg.structured == "on":
+                    if state["formats"] and state["formats"][0] == dialect:
+                        state["formats"].pop(0)
+                        log.warning("the server refused response_format %s (%s)", dialect, e)
+                    if not state["formats"] and cfg.structured == "on":
                         state["stop"], state["fatal"] = True, (
                             f"the server refused structured outputs (response_format): {e}; "
                             "pass --llm-structured auto or off")
                         return
-                    if state["structured"]:
-                        state["structured"] = False
-                        log.warning("the server refused response_format (%s); sending requests "
-                                    "without a schema from now on", e)
-                    continue  # resent without the schema: not an attempt
+                    continue  # resent in the next form, or without a schema: not an attempt
                 except InvalidOutput as e:
                     state["invalid"] += 1
                     plog.reject(key, attempt, f"invalid output: {e}", text)
@@ -247,7 +254,8 @@ async def _run(jobs, sampler: NegativeSampler, cfg: LLMConfig, plog: ProgressLog
         raise DataError(state["fatal"])
     return RunResult(conversations=list(done.values()), new=state["new"], failed=state["failed"],
                      invalid_outputs=state["invalid"], aborted=state["stop"],
-                     elapsed_s=time.perf_counter() - t0, structured=state["structured"],
+                     elapsed_s=time.perf_counter() - t0,
+                     structured=state["formats"][0] if state["formats"] else None,
                      first_try=state["first_try"])
 
 

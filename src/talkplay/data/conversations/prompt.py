@@ -46,31 +46,44 @@ STRUCTURED_NOTE = ('\nThe answer is constrained to a JSON object {"conversations
                    "that list.")
 
 
-def conversation_schema(track_ids: list[str]) -> dict:
-    """The JSON schema of one answer, for servers with structured outputs (OpenAI's
-    ``response_format`` with ``json_schema``; vLLM and llama.cpp turn it into a grammar).
+def conversation_schema(track_ids: list[str], turns: int) -> dict:
+    """The JSON schema of one answer, for servers with structured outputs (vLLM and llama.cpp
+    turn it into a grammar).
 
-    An object root (OpenAI's strict mode needs one) whose ``conversations`` list holds user and
-    assistant messages with text, and music messages whose content is one of ``track_ids``
-    (the playlist and the negative set), so that even a small model writes valid ids.
-    ``parse_conversation`` still validates everything (a server may ignore the schema).
+    An object root (OpenAI's strict mode needs one) whose ``conversations`` list is exactly
+    ``turns`` times a user message, a music message whose content is one of ``track_ids`` (the
+    playlist and the negative set) and an assistant message, so that even a small model writes
+    the conversation's shape and valid ids. ``parse_conversation`` still validates everything
+    (a server may ignore the schema).
     """
-    text = {"type": "object", "additionalProperties": False, "required": ["role", "content"],
-            "properties": {"role": {"type": "string", "enum": ["user", "assistant"]},
-                           "content": {"type": "string", "minLength": 1}}}
-    music = {"type": "object", "additionalProperties": False, "required": ["role", "content"],
-             "properties": {"role": {"type": "string", "enum": ["music"]},
-                            "content": {"type": "string", "enum": list(track_ids)}}}
+    def message(role: str, content: dict) -> dict:
+        return {"type": "object", "additionalProperties": False, "required": ["role", "content"],
+                "properties": {"role": {"type": "string", "enum": [role]}, "content": content}}
+
+    text = {"type": "string", "minLength": 1}
+    turn = [message("user", text), message("music", {"type": "string", "enum": list(track_ids)}),
+            message("assistant", text)]
     return {"type": "object", "additionalProperties": False, "required": ["conversations"],
-            "properties": {"conversations": {"type": "array", "minItems": 3,
-                                             "items": {"anyOf": [text, music]}}}}
+            "properties": {"conversations": {"type": "array", "prefixItems": turn * turns,
+                                             "items": False, "minItems": 3 * turns,
+                                             "maxItems": 3 * turns}}}
 
 
-def response_format(track_ids: list[str]) -> dict:
-    """The ``response_format`` request field carrying ``conversation_schema``."""
-    return {"type": "json_schema",
-            "json_schema": {"name": "conversation", "strict": True,
-                            "schema": conversation_schema(track_ids)}}
+RESPONSE_FORMATS = ("json_schema", "json_object")
+"""How servers take a schema: OpenAI, vLLM and llama.cpp's own server use ``json_schema``;
+llama-cpp-python's server takes ``{"type": "json_object", "schema": ...}``."""
+
+
+def response_format(dialect: str, track_ids: list[str], turns: int) -> dict:
+    """The ``response_format`` request field carrying ``conversation_schema`` in ``dialect``
+    (one of ``RESPONSE_FORMATS``)."""
+    schema = conversation_schema(track_ids, turns)
+    if dialect == "json_schema":
+        return {"type": "json_schema",
+                "json_schema": {"name": "conversation", "strict": True, "schema": schema}}
+    if dialect == "json_object":
+        return {"type": "json_object", "schema": schema}
+    raise ValueError(f"unknown response_format dialect {dialect!r}")
 
 
 def pseudo_caption(track: Track) -> str:
