@@ -178,6 +178,7 @@ def check_replies(ds: Dataset, built: dict, run: Path | None, out: Path, n: int,
             try:
                 report[name] = reply_report(system, targets, tracks, checker)
                 report[name]["reply_guard"] = None if model is None else model.guard is not None
+                report[name]["quantize"] = None if model is None else model.quantize
             finally:
                 if model is not None:
                     model.with_reply, model.guard = False, guard

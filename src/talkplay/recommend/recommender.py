@@ -158,9 +158,9 @@ class TalkPlayRecommender:
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        model, tokenizer, codebook, manifest = load_run(run, device=device)
         if quantize not in QUANTIZE:
             raise ValueError(f"unknown quantization {quantize!r}; expected one of {QUANTIZE}")
+        model, tokenizer, codebook, manifest = load_run(run, device=device)
         writer = None
         if quantize == "int8-reply":  # rankings from the float model, replies from an int8 copy
             writer = quantize_model(copy.deepcopy(model), "int8")
@@ -345,7 +345,8 @@ class TalkPlayRecommender:
     def _reply(self, state: DecodeState, generator: torch.Generator,
                track_id: str | None = None) -> str:
         guard = self.guard.for_track(track_id) if self.guard and track_id is not None else None
-        ids = generate_text(self.reply_model or self.model, state, self.cfg, self.stop_ids,
+        writer = self.model if self.reply_model is None else self.reply_model
+        ids = generate_text(writer, state, self.cfg, self.stop_ids,
                             self.cfg.max_reply_tokens, banned_ids=self.banned, generator=generator,
                             guard=guard)
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
