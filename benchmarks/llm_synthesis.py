@@ -72,7 +72,7 @@ def main() -> None:
     from talkplay.data.dataset import read_dataset
     from talkplay.data.world import WorldConfig, synth_world
 
-    console = Console()
+    console = Console(width=150)
     root = Path(tempfile.mkdtemp(prefix="llm-synthesis-"))
     synth_world(root / "data", WorldConfig(seed=args.seed, n_tracks=600, n_artists=80,
                                            n_playlists=max(120, args.playlists), n_scenes=10,
@@ -108,7 +108,9 @@ def main() -> None:
     for mode, r, minutes, why in rows:
         n = len(playlists)
         retries = sum(why.values())
-        table.add_row(mode + ("" if r.structured or mode == "off" else " (refused)"), str(n),
+        shown = f"{mode} ({r.structured})" if r.structured else mode + (
+            "" if mode == "off" else " (refused)")
+        table.add_row(shown, str(n),
                       str(r.new), f"{r.new / minutes:.2f}", f"{r.first_try / n:.0%}",
                       f"{r.new / n:.0%}", str(retries),
                       ", ".join(f"{k} {v}" for k, v in why.most_common(4)) or "none")
