@@ -143,6 +143,20 @@ def test_narrow_beam_returns_catalog_tuples_and_leaves_a_state_untouched(model):
         assert s == pytest.approx(seq_logprob(model, PROMPT, t), abs=1e-4)
 
 
+def test_packed_beam_equals_one_cache_row_per_beam(model):
+    """The default beam packs every beam into one sequence after the shared prompt cache; the
+    fallback (caches that cannot be cut back) keeps one cache row per beam: same beams."""
+    from talkplay.recommend.engine import _batched_beam
+
+    codes = tiny_catalog(n=60, seed=11)
+    trie = CatalogTrie(codes)
+    for beams in (1, 3, 8):
+        packed = beam_music_block(model, PROMPT, trie, TABLE, num_beams=beams)
+        rows = _batched_beam(model, prefill(model, PROMPT), trie, TABLE, beams)
+        assert [t for t, _ in packed] == [t for t, _ in rows]
+        assert [s for _, s in packed] == pytest.approx([s for _, s in rows], abs=1e-6)
+
+
 @pytest.mark.parametrize("chunk", [1, 4, 64])
 def test_batched_block_scores_equal_brute_force_and_leave_the_state(model, chunk):
     codes = tiny_catalog(n=11, seed=5)

@@ -350,9 +350,72 @@ def beam_music_block(model, prompt: Sequence[int] | DecodeState, trie: Trie,
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
     table = _table(music_ids)
-    if isinstance(prompt, DecodeState):  # the cache is reordered in place: work on a copy
-        prompt = copy_state(prompt)
-    state = _state(model, prompt)
+    state = prompt if isinstance(prompt, DecodeState) else prefill(model, prompt)
+    if hasattr(state.cache, "crop"):
+        return _packed_beam(model, state, trie, table, num_beams)
+    return _batched_beam(model, copy_state(state), trie, table, num_beams)
+
+
+@torch.inference_mode()
+def _packed_beam(model, state: DecodeState, trie: Trie, table: np.ndarray,
+                 num_beams: int) -> list[tuple[tuple[int, ...], float]]:
+    """``beam_music_block`` with every beam's tokens packed into one sequence after the shared
+    prompt cache (the tree attention of ``score_blocks``): each step feeds the beams' latest
+    tokens in one forward, each attending to the prompt and to its own earlier tokens only, so
+    the prompt's cache is never copied per beam. The cache is cut back afterwards."""
+    device = _device(model)
+    dtype = next(model.parameters()).dtype
+    key, _ = _cache_args(model)
+    past = len(state.ids)
+    logp = torch.log_softmax(state.logits[None].double(), -1)  # [B=1, V]
+    prefixes: list[tuple[int, ...]] = [()]
+    scores = torch.zeros(1, dtype=torch.float64)
+    nodes: list[tuple[int, ...]] = [()]  # per beam: packed indices of its tokens so far
+    last = torch.empty(0, dtype=torch.int64)  # [B] each beam's latest token
+    fed = 0  # tokens packed after the prompt
+    try:
+        for pos in range(_N):
+            if pos > 0:
+                b = len(prefixes)
+                mask = torch.full((b, past + fed + b), torch.finfo(dtype).min, dtype=dtype)
+                mask[:, :past] = 0
+                for i, own in enumerate(nodes):
+                    mask[i, [past + j for j in own]] = 0
+                    mask[i, past + fed + i] = 0
+                res = model(input_ids=last[None].to(device),
+                            attention_mask=mask[None, None].to(device),
+                            position_ids=torch.full((1, b), past + pos - 1, device=device),
+                            use_cache=True, **{key: state.cache})
+                logp = torch.log_softmax(res.logits[0].double().cpu(), -1)  # [B, V]
+                nodes = [own + (fed + i,) for i, own in enumerate(nodes)]
+                fed += b
+            parents, ids, codes = [], [], []
+            for bi, prefix in enumerate(prefixes):
+                b_ids, b_codes = _candidates(table, pos, prefix, trie)
+                parents.append(np.full(len(b_ids), bi))
+                ids.append(b_ids)
+                codes.append(b_codes)
+            parent = torch.from_numpy(np.concatenate(parents))
+            tok = torch.from_numpy(np.concatenate(ids))
+            code = np.concatenate(codes)
+            total = scores[parent] + logp[parent, tok]
+            best = torch.sort(total, descending=True, stable=True).indices[:num_beams]
+            prefixes = [prefixes[int(parent[i])] + (int(code[i]),) for i in best]
+            nodes = [nodes[int(parent[i])] for i in best]
+            scores = total[best]
+            last = tok[best]
+    finally:  # a negative count removes positions (transformers 4.x and 5 agree on it)
+        grown = state.cache.get_seq_length() - past
+        if grown:
+            state.cache.crop(-grown)
+    return [(p, float(s)) for p, s in zip(prefixes, scores.tolist(), strict=True)]
+
+
+@torch.inference_mode()
+def _batched_beam(model, state: DecodeState, trie: Trie, table: np.ndarray,
+                  num_beams: int) -> list[tuple[tuple[int, ...], float]]:
+    """``beam_music_block`` with one cache row per beam (for caches that cannot be cut back);
+    ``state`` is advanced and reordered in place."""
     cache = state.cache
     logp = torch.log_softmax(state.logits[None].double(), -1)  # [B=1, V]
     prefixes: list[tuple[int, ...]] = [()]
