@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -71,3 +72,14 @@ def test_a_workspace_recorded_with_old_option_names_is_still_up_to_date(tmp_path
     stages = recorded_stage_args(record)
     assert stages["tokenize"] == ["tokenize", "--data", "w", *QUICKSTART_SETTINGS["tiny"]["tokenize"]]
     assert stages["world"] == ["data", "synth", "--out", "w"]
+
+
+def test_the_served_chat_writes_replies_with_an_int8_copy_on_cpu(monkeypatch):
+    import torch
+
+    from talkplay.cli.quickstart import serve_args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert serve_args(Path("w/run"), 8000)[-2:] == ["--quantize", "int8-reply"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # int8 is CPU only
+    assert "--quantize" not in serve_args(Path("w/run"), 8000)
