@@ -300,6 +300,7 @@ def test_structured_outputs_send_each_requests_schema_of_allowed_ids(dataset, tm
         played = len(ID.findall(prompt.split("NEGATIVE SET:")[0]))
         assert roles == ["user", "music", "assistant"] * (played + int(asked))
         assert conv["items"] is False and conv["minItems"] == conv["maxItems"] == len(roles)
+        assert conv["prefixItems"][0]["properties"]["content"]["maxLength"] == 400
         for m in conv["prefixItems"][1::3]:
             assert set(m["properties"]["content"]["enum"]) == set(ID.findall(prompt))
         assert '{"conversations": [...]}' in prompt  # the prompt says what the schema wants
@@ -381,8 +382,8 @@ def test_the_generator_against_a_real_local_llama_cpp_server(tmp_path):
     write_dataset(data, ds, source="toy", split_rule="by hand")
     res = CliRunner().invoke(app, [
         "data", "conversations", "--data", str(data), "--generator", "llm", "--serve-local",
-        "--max-music-turns", "3", "--negatives", "3", "--max-attempts", "3",
-        "--progress-dir", str(tmp_path / "w")])
+        "--max-music-turns", "3", "--negatives", "3", "--max-attempts", "2",
+        "--llm-max-tokens", "400", "--progress-dir", str(tmp_path / "w")])
     out = " ".join(res.output.split())
     assert "llama.cpp server on http://127.0.0.1:" in out, res.output
     assert "structured outputs on (json_object)" in out, res.output

@@ -69,6 +69,8 @@ def conversations(
     timeout: Annotated[float, typer.Option(help="LLM: seconds per request.")] = 120.0,
     backoff: Annotated[float, typer.Option(help="LLM: first retry delay in seconds (doubles per attempt).")] = 1.0,
     temperature: Annotated[float, typer.Option(help="LLM: sampling temperature.")] = 0.8,
+    llm_max_tokens: Annotated[int, typer.Option(
+        min=16, help="LLM: most tokens per answer (max_tokens).")] = 3000,
     llm_structured: Annotated[str, typer.Option(
         help="LLM: structured outputs. auto sends each request's JSON schema (response_format) "
              "and drops it if the server refuses it; on: a refusal stops the run; off.")] = "auto",
@@ -113,7 +115,7 @@ def conversations(
             cfg = llm_gen.LLMConfig(
                 base_url=base_url, model=model, api_key=api_key, shape=shape,
                 concurrency=concurrency, max_attempts=max_attempts, timeout_s=timeout, backoff_s=backoff,
-                temperature=temperature, structured=llm_structured)
+                temperature=temperature, structured=llm_structured, max_tokens=llm_max_tokens)
             if finalize:
                 convs = llm_gen.finished(work)
             else:

@@ -46,6 +46,11 @@ STRUCTURED_NOTE = ('\nThe answer is constrained to a JSON object {"conversations
                    "that list.")
 
 
+MAX_MESSAGE_CHARS = 400
+"""Longest user or assistant message the schema allows (it also bounds a grammar-constrained
+answer: a small model can otherwise write one string until ``max_tokens``)."""
+
+
 def conversation_schema(track_ids: list[str], turns: int) -> dict:
     """The JSON schema of one answer, for servers with structured outputs (vLLM and llama.cpp
     turn it into a grammar).
@@ -60,7 +65,7 @@ def conversation_schema(track_ids: list[str], turns: int) -> dict:
         return {"type": "object", "additionalProperties": False, "required": ["role", "content"],
                 "properties": {"role": {"type": "string", "enum": [role]}, "content": content}}
 
-    text = {"type": "string", "minLength": 1}
+    text = {"type": "string", "minLength": 1, "maxLength": MAX_MESSAGE_CHARS}
     turn = [message("user", text), message("music", {"type": "string", "enum": list(track_ids)}),
             message("assistant", text)]
     return {"type": "object", "additionalProperties": False, "required": ["conversations"],
