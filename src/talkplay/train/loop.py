@@ -50,6 +50,7 @@ from talkplay.lm.vocab import MusicVocab, expand_vocabulary
 from talkplay.tokenize import grammar
 from talkplay.tokenize.codebook import Codebook
 from talkplay.train.data import PLAYLIST, Renderer, TrainData, build_splits, collate, valid_batches
+from talkplay.train.flops import flops_per_token, peak_flops
 from talkplay.train.losses import (
     IGNORE,
     dense_contrastive_loss,
@@ -396,6 +397,8 @@ def fit(s: Setup, report: Callable[[dict], None] | None = None) -> dict:
     """
     tc, acc, run = s.prof.train, s.acc, s.run_dir
     start, rows = time.time(), []
+    peak = peak_flops(acc.device)  # None on CPUs and unlisted GPUs: no "mfu" then
+    per_token = flops_per_token(acc.unwrap_model(s.model), tc.context_length) if peak else 0.0
     s.model.train()
     last_eval = None
     while s.step < tc.max_steps:
@@ -436,6 +439,8 @@ def fit(s: Setup, report: Callable[[dict], None] | None = None) -> dict:
                "grad_norm": float(grad_norm) if grad_norm is not None else None,
                "tokens_per_s": g[5].item() / dt, "fill": g[5].item() / g[6].item(),
                "seconds": round(dt, 4), "elapsed_s": round(time.time() - start, 3)}
+        if peak:  # model FLOPs utilisation over every process's device
+            row["mfu"] = per_token * row["tokens_per_s"] / (peak * acc.num_processes)
         if s.head is not None:
             row["dense"] = g[7].item() / acc.num_processes
         # Every process must agree on the budget spent (the learning rate depends on it) and on
