@@ -356,6 +356,40 @@ def beam_music_block(model, prompt: Sequence[int] | DecodeState, trie: Trie,
     return _batched_beam(model, copy_state(state), trie, table, num_beams)
 
 
+def _beam_step(table: np.ndarray, pos: int, prefixes: list[tuple[int, ...]],
+               scores: torch.Tensor, logp: torch.Tensor, trie: Trie, num_beams: int
+               ) -> tuple[torch.Tensor, list[tuple[int, ...]], torch.Tensor, torch.Tensor]:
+    """One beam step at music position ``pos``: every beam's allowed codes, scored by the
+    beam's score plus the code's log-prob (``logp``: [B, V], one row per beam), the best
+    ``num_beams`` kept.
+
+    Returns:
+        (the parent beam of each kept one [B'], the kept prefixes, their scores [B'], their
+        latest token ids [B']).
+    """
+    parents, ids, codes = [], [], []
+    for b, prefix in enumerate(prefixes):
+        b_ids, b_codes = _candidates(table, pos, prefix, trie)
+        parents.append(np.full(len(b_ids), b))
+        ids.append(b_ids)
+        codes.append(b_codes)
+    parent = torch.from_numpy(np.concatenate(parents))
+    tok = torch.from_numpy(np.concatenate(ids))
+    code = np.concatenate(codes)
+    total = scores[parent] + logp[parent, tok]  # [C] candidate sequence log-probs
+    # stable sort: equal scores keep (parent beam, code) order, so results are deterministic
+    best = torch.sort(total, descending=True, stable=True).indices[:num_beams]
+    kept = [prefixes[int(parent[i])] + (int(code[i]),) for i in best]
+    return parent[best], kept, total[best], tok[best]
+
+
+def _crop(cache, past: int) -> None:
+    """Cut ``cache`` back to its first ``past`` positions (after packed tokens were fed)."""
+    grown = cache.get_seq_length() - past
+    if grown:  # a negative count removes positions (transformers 4.x and 5 agree on it)
+        cache.crop(-grown)
+
+
 @torch.inference_mode()
 def _packed_beam(model, state: DecodeState, trie: Trie, table: np.ndarray,
                  num_beams: int) -> list[tuple[tuple[int, ...], float]]:
@@ -389,25 +423,11 @@ def _packed_beam(model, state: DecodeState, trie: Trie, table: np.ndarray,
                 logp = torch.log_softmax(res.logits[0].double().cpu(), -1)  # [B, V]
                 nodes = [own + (fed + i,) for i, own in enumerate(nodes)]
                 fed += b
-            parents, ids, codes = [], [], []
-            for bi, prefix in enumerate(prefixes):
-                b_ids, b_codes = _candidates(table, pos, prefix, trie)
-                parents.append(np.full(len(b_ids), bi))
-                ids.append(b_ids)
-                codes.append(b_codes)
-            parent = torch.from_numpy(np.concatenate(parents))
-            tok = torch.from_numpy(np.concatenate(ids))
-            code = np.concatenate(codes)
-            total = scores[parent] + logp[parent, tok]
-            best = torch.sort(total, descending=True, stable=True).indices[:num_beams]
-            prefixes = [prefixes[int(parent[i])] + (int(code[i]),) for i in best]
-            nodes = [nodes[int(parent[i])] for i in best]
-            scores = total[best]
-            last = tok[best]
-    finally:  # a negative count removes positions (transformers 4.x and 5 agree on it)
-        grown = state.cache.get_seq_length() - past
-        if grown:
-            state.cache.crop(-grown)
+            kept, prefixes, scores, last = _beam_step(table, pos, prefixes, scores, logp, trie,
+                                                      num_beams)
+            nodes = [nodes[int(b)] for b in kept]
+    finally:
+        _crop(state.cache, past)
     return [(p, float(s)) for p, s in zip(prefixes, scores.tolist(), strict=True)]
 
 
@@ -425,25 +445,12 @@ def _batched_beam(model, state: DecodeState, trie: Trie, table: np.ndarray,
         if pos > 0:
             logits, cache = _forward(model, last[:, None], cache)
             logp = torch.log_softmax(logits.double(), -1)  # [B, V]
-        parents, ids, codes = [], [], []
-        for b, prefix in enumerate(prefixes):
-            b_ids, b_codes = _candidates(table, pos, prefix, trie)
-            parents.append(np.full(len(b_ids), b))
-            ids.append(b_ids)
-            codes.append(b_codes)
-        parent = torch.from_numpy(np.concatenate(parents))
-        tok = torch.from_numpy(np.concatenate(ids))
-        code = np.concatenate(codes)
-        total = scores[parent] + logp[parent, tok]  # [C] candidate sequence log-probs
-        # stable sort: equal scores keep (parent beam, code) order, so results are deterministic
-        best = torch.sort(total, descending=True, stable=True).indices[:num_beams]
-        prefixes = [prefixes[int(parent[i])] + (int(code[i]),) for i in best]
-        scores = total[best]
-        last = tok[best]
+        kept, prefixes, scores, last = _beam_step(table, pos, prefixes, scores, logp, trie,
+                                                  num_beams)
         if pos == 0:
-            cache.reorder_cache(parent[best].to(_device(model)))  # expands 1 -> B rows
+            cache.reorder_cache(kept.to(_device(model)))  # expands 1 -> B rows
         elif pos < _N - 1:
-            _reorder_suffix(cache, parent[best].to(_device(model)), pos)
+            _reorder_suffix(cache, kept.to(_device(model)), pos)
     return [(p, float(s)) for p, s in zip(prefixes, scores.tolist(), strict=True)]
 
 
@@ -522,10 +529,8 @@ def _trie_scores(model, state: DecodeState, tokens: np.ndarray) -> np.ndarray:
                     attention_mask=mask[None, None].to(device),
                     position_ids=(past + torch.tensor(depth))[None].to(device),
                     use_cache=True, **{key: state.cache})
-    finally:  # a negative count removes positions (transformers 4.x and 5 agree on it)
-        grown = state.cache.get_seq_length() - past
-        if grown:
-            state.cache.crop(-grown)
+    finally:
+        _crop(state.cache, past)
     logp = torch.log_softmax(res.logits[0].double().cpu(), -1)  # [q, V]
     return logp[torch.from_numpy(at), torch.from_numpy(tokens[:, 1:])].sum(1).numpy()
 
