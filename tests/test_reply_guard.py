@@ -84,3 +84,68 @@ def test_generate_text_honours_a_multi_token_ban(model):
     out = generate_text(model, PROMPT, Cfg(greedy=True), stop_ids=[], max_new_tokens=4, guard=guard)
     assert out[0] == first and out[1] != second  # banned only right after ``first``
     assert seen[0] == PROMPT and seen[1] == [*PROMPT, first]  # asked before every token
+
+
+SONG = Track(id="s", title="Moon Of Wire", artists=["Nora Baisyl"], release_date="2007",
+             tags=["reggae", "chill"],
+             lyrics="Midnight streetlights, midnight rain\nElectric hearts can't hold the dark\n"
+                    "midnight streetlights call my name")
+QUOTE = 'Moon Of Wire by Nora Baisyl: the lyrics keep coming back to "'
+
+
+def test_a_quoted_lyric_can_only_be_one_of_the_tracks_lyric_words(tok):
+    """Random walks through what the guard allows inside the quotation all end in one of the
+    facts line's lyric words and the closing quote, which the checker finds true."""
+    import random
+
+    from talkplay.data.conversations.describe import lyric_words
+
+    guard, checker = ReplyGuard(tok, [SONG, BLUE]), ClaimChecker([SONG, BLUE])
+    words = lyric_words(SONG.lyrics)
+    assert "midnight" in words and "chill" not in words
+    every = set(range(len(tok)))
+    written = set()
+    for seed in range(12):
+        rng = random.Random(seed)
+        banned = guard.for_track("s")
+        ids = encode(tok, "(Moon Of Wire; lyrics: midnight) ")
+        banned(ids)  # the reply starts here
+        ids += encode(tok, QUOTE)
+        for _ in range(12):
+            free = sorted(every - set(banned(ids)))
+            assert free, tok.decode(ids)
+            ids.append(rng.choice(free))
+            if '"' in tok.decode(ids).split(QUOTE, 1)[1]:
+                break
+        reply = tok.decode(ids).split(") ", 1)[1]
+        quoted = reply[len(QUOTE):].split('"')[0]
+        assert '"' in reply[len(QUOTE):], reply  # the quotation was closed
+        assert quoted.lower() in words, reply
+        assert checker.check(reply, SONG).false_claims == [], reply
+        written.add(quoted.lower())
+    assert len(written) >= 2  # every lyric word is open, not one forced path
+    # outside a quotation about lyrics, any word may follow a quote mark
+    banned = guard.for_track("s")
+    banned([])
+    assert allowed(banned, tok, 'She said "', "chill")
+
+
+def test_a_track_without_lyric_words_cannot_be_said_to_have_lyrics(tok):
+    banned = ReplyGuard(tok, [SONG, BLUE]).for_track("b")
+    assert not allowed(banned, tok, "Blue Hour: the", " lyrics")
+    assert not allowed(banned, tok, "", "Lyrics")
+    assert allowed(ReplyGuard(tok, [SONG, BLUE]).for_track("s"), tok, "Moon: the", " lyrics")
+
+
+def test_every_lyric_word_the_guard_allows_the_checker_calls_true(tok):
+    from talkplay.data.conversations.describe import lyric_words
+    from talkplay.data.world import WorldConfig, build_world
+
+    tracks = build_world(WorldConfig(n_tracks=120, n_artists=30, n_playlists=40, audio=False,
+                                     seed=1)).dataset.tracks
+    assert sum(bool(lyric_words(t.lyrics)) for t in tracks) > 30
+    checker = ClaimChecker(tracks)
+    for track in tracks:
+        for word in lyric_words(track.lyrics):
+            verdict = checker.check(f'The lyrics keep coming back to "{word}".', track)
+            assert verdict.false_claims == [], (track.id, word)
