@@ -1,14 +1,15 @@
-"""Claim: int8 quantisation (``lm.quantize``) keeps TalkPlay's ranking quality, on the valid split.
+"""Claim: int8 or bfloat16 weights (``lm.quantize``) keep TalkPlay's ranking quality, on the valid split.
 
     .venv/bin/python benchmarks/quantize_quality.py --run RUN --data DIR [--mode beam]
-        [--split valid] [--limit 30] [--threads 1]
+        [--split valid] [--limit 30] [--threads 1] [--methods int8,bf16]
 
-The same run is loaded twice, with float32 weights and with int8 linear layers, and both rank
-the same targets of the chosen split (paper or cpcd protocol, as ``talkplay evaluate`` builds
-them; default the **valid** split: a choice is never made on test). Prints MRR and Hit@1/10 of
-both, the paired bootstrap of int8 minus float32 (conversations resampled), the share of targets
-whose first track is the same, and the time each spent ranking (same process, one after the
-other, so the ratio is comparable; absolute seconds are not).
+The same run is loaded with float32 weights and once per method (int8 linear layers, bfloat16
+weights), and each ranks the same targets of the chosen split (paper or cpcd protocol, as
+``talkplay evaluate`` builds them; default the **valid** split: a choice is never made on
+test). Prints MRR and Hit@1/10 of each, the paired bootstrap of each method minus float32
+(conversations resampled), the share of targets whose first track is the same, and the time
+each spent ranking (same process, one after the other, so the ratio is comparable; absolute
+seconds are not).
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ def main() -> None:
     ap.add_argument("--split", default="valid", help="conversation split (default valid)")
     ap.add_argument("--limit", type=int, default=30, help="conversations (default 30)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--methods", default="int8,bf16",
+                    help="weights compared with float32, comma-separated: int8, bf16")
     args = ap.parse_args()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods or set(methods) - {"int8", "bf16"}:
+        ap.error(f"--methods takes int8, bf16; got {methods}")
 
     import torch
 
@@ -54,11 +60,11 @@ def main() -> None:
                   f"{args.mode} mode, {torch.get_num_threads()} thread(s)")
     ks = (1, 10, 100)
     out = {}
-    for q in ("none", "int8"):
+    for q in ("none", *methods):
         rec = load_talkplay(args.run, mode=args.mode, device="cpu", with_reply=False, quantize=q)
         scored, rankings, _, seconds = run_system(rec, targets, ks=ks, cluster_of={})
         out[q] = (scored, rankings, seconds)
-    table = Table(title=f"float32 vs int8, {args.split} split")
+    table = Table(title=f"float32 vs {', '.join(methods)}, {args.split} split")
     for col in ("weights", "MRR", "Hit@1", "Hit@10", "Hit@100", "seconds"):
         table.add_column(col, justify="left" if col == "weights" else "right")
     for q, (scored, _, seconds) in out.items():
@@ -66,14 +72,16 @@ def main() -> None:
         table.add_row("float32" if q == "none" else q, f"{m['mrr']:.4f}", f"{m['hit@1']:.4f}",
                       f"{m['hit@10']:.4f}", f"{m['hit@100']:.4f}", f"{seconds:.1f}")
     console.print(table)
-    (a, ra, sa), (b, rb, sb) = out["int8"], out["none"]
-    for metric in ("mrr", "hit@10"):
-        d = paired_bootstrap(a, b, metric=metric)
-        console.print(f"int8 - float32 {metric}: {d['diff']:+.4f} [{d['low']:+.4f}, "
-                      f"{d['high']:+.4f}]")
-    same = np.mean([x[:1] == y[:1] for x, y in zip(ra, rb, strict=True)])
-    console.print(f"same first track in {same:.0%} of targets; ranking time int8 / float32 "
-                  f"{sa / sb:.2f}x")
+    b, rb, sb = out["none"]
+    for q in methods:
+        a, ra, sa = out[q]
+        for metric in ("mrr", "hit@10"):
+            d = paired_bootstrap(a, b, metric=metric)
+            console.print(f"{q} - float32 {metric}: {d['diff']:+.4f} [{d['low']:+.4f}, "
+                          f"{d['high']:+.4f}]")
+        same = np.mean([x[:1] == y[:1] for x, y in zip(ra, rb, strict=True)])
+        console.print(f"{q}: same first track in {same:.0%} of targets; ranking time "
+                      f"{q} / float32 {sa / sb:.2f}x")
 
 
 if __name__ == "__main__":

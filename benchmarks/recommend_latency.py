@@ -167,7 +167,9 @@ def talkplay_variant(base, mode: str, with_reply: bool, cache_size: int):
     rec.run, rec.facts, rec.guard = base.run, base.facts, base.guard
     rec.quantize, rec.reply_model = base.quantize, base.reply_model
     rec.name = f"talkplay-{mode}" + (" +reply" if with_reply else "") + \
-        ("" if cache_size else " (no cache)") + ("" if base.quantize == "none" else f" {base.quantize}")
+        ("" if cache_size else " (no cache)") + \
+        ("" if base.quantize == "none" else f" {base.quantize}") + \
+        (f" lookup {base.cfg.reply_lookup}" if with_reply and base.cfg.reply_lookup else "")
     return rec
 
 
@@ -266,9 +268,13 @@ def main() -> None:
                          "each other and were measured 17-35x slower)")
     ap.add_argument("--keep", type=Path, help="build the world here and keep it")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quantize", default="none", choices=["none", "int8", "int8-reply"],
-                    help="also replay the +reply modes with the run quantised so (same turns, "
+    ap.add_argument("--quantize", default="none",
+                    choices=["none", "int8", "int8-reply", "bf16", "bf16-int8-reply"],
+                    help="also replay the +reply modes with the run's weights so (same turns, "
                          "alternating), and compare")
+    ap.add_argument("--reply-lookup", type=int, default=0,
+                    help="prompt-lookup speculative decoding of the reply in the compared rows "
+                         "(the float rows always decode plainly)")
     ap.add_argument("--parts", default="modes,reply,hybrid",
                     help="what to measure, comma-separated: modes (paper/beam with and without the "
                          "cache), reply (the +reply modes; grounded when the run is), hybrid")
@@ -328,7 +334,7 @@ def run_benchmark(args: argparse.Namespace, console: Console) -> None:
     rows.append(live)
 
     overrides = {} if args.max_reply_tokens is None else {"max_reply_tokens": args.max_reply_tokens}
-    base = load_talkplay(args.run, device="cpu", with_reply=False, **overrides)
+    base = load_talkplay(args.run, device="cpu", with_reply=False, reply_lookup=0, **overrides)
     prompt_ms = []
     for t in turns:
         t0 = time.perf_counter()
@@ -342,7 +348,8 @@ def run_benchmark(args: argparse.Namespace, console: Console) -> None:
                          same))
         rows += [on, off]
     quantized = (load_talkplay(args.run, device="cpu", with_reply=False, quantize=args.quantize,
-                               **overrides),) if args.quantize != "none" else ()
+                               reply_lookup=args.reply_lookup, **overrides),) \
+        if args.quantize != "none" or args.reply_lookup else ()
     pairs = []
     for mode in ("paper", "beam") if "reply" in args.parts else ():
         measured = measure_talkplay(base, mode, True, reply_turns, others=quantized)

@@ -33,8 +33,8 @@ SHARED: dict[str, tuple[str, tuple[str, ...]]] = {
     "--system": ("serve a baseline instead of a TalkPlay run", ("baseline",)),
     "--port": ("the TCP port of the chat server", ("port",)),
     "--batch-size": ("items per batch of the command's model", ("batch",)),
-    "--quantize": ("the TalkPlay model's weights for inference: none, int8 or int8-reply",
-                   ("int8-reply",)),
+    "--quantize": ("the TalkPlay model's weights for inference: none, bf16, int8, int8-reply "
+                   "or bf16-int8-reply", ("bf16-int8-reply",)),
 }
 
 # Old spellings kept (hidden) for one release after a rename: command -> {old: new}.

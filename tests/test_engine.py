@@ -281,3 +281,20 @@ def test_real_smollm2_beam_and_sampling():
     reply = generate_text(real, block.state, Cfg(greedy=True), stop_ids=[tok.eos_token_id],
                           max_new_tokens=3, banned_ids=table.ravel())
     assert 0 < len(reply) <= 3 and not set(reply) & set(table.ravel().tolist())
+
+
+def test_a_bfloat16_model_beams_and_scores_blocks_close_to_float32(model):
+    """bf16 weights (``--quantize bf16``): the packed beam, the batched block scores (the
+    hybrid) and a reply run, and scores stay within bfloat16 rounding of float32's."""
+    import copy
+
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    codes = tiny_catalog(n=11, seed=5)
+    exact = score_blocks(model, prefill(model, PROMPT), codes, TABLE)
+    state = prefill(half, PROMPT)
+    scores = score_blocks(half, state, codes, TABLE)
+    assert scores.dtype == np.float64 and np.abs(scores - exact).max() < 0.02
+    beams = beam_music_block(half, state, CatalogTrie(codes), TABLE, num_beams=4)
+    assert len(beams) == 4 and all(np.isfinite(s) for _, s in beams)
+    text = generate_text(half, state, Cfg(greedy=True), [STOP_ID], 5, banned_ids=TABLE.ravel())
+    assert len(text) <= 5 and not set(text) & set(TABLE.ravel().tolist())

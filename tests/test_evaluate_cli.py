@@ -388,3 +388,32 @@ def test_weight_fit_is_at_least_as_good_as_every_start_it_tries():
     for f in FEATURES:
         assert fitted["mrr_fitted"] >= mrr({g: float(g == f) for g in FEATURES}) - 1e-4
         assert fitted["mrr_fitted"] >= mrr({g: float(g != f) for g in FEATURES}) - 1e-4
+
+
+def test_bf16_ranking_with_int8_replies_loads_ranks_and_writes(tiny_run, tmp_path):
+    """bf16-int8-reply: a bfloat16 model ranks (its prompt cache is cast for the int8 writer),
+    rankings stay close to float32's, and both decoding modes write replies."""
+    import torch
+
+    from talkplay.data.dataset import read_dataset
+    from talkplay.recommend.engine import prefill
+    from talkplay.recommend.recommender import load_talkplay
+
+    data, run = tiny_run
+    exact = load_talkplay(run, device="cpu")
+    for mode in ("beam", "paper"):
+        rec = load_talkplay(run, device="cpu", mode=mode, quantize="bf16-int8-reply",
+                            max_reply_tokens=4, reply_lookup=3)
+        assert rec.model.get_input_embeddings().weight.dtype == torch.bfloat16
+        assert not any(type(m) is torch.nn.Linear for m in rec.reply_model.modules())
+        for conv in read_dataset(data).conversations[:2]:
+            out = rec.recommend(conv.messages[:1], k=10)
+            assert len(out.tracks) == 10 and isinstance(out.reply, str)
+    prompt = list(range(5, 40))
+    a, b = prefill(exact.model, prompt).logits, prefill(rec.model, prompt).logits
+    assert b.dtype == torch.float32 and not torch.equal(a, b)
+    assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.999
+    res = _talkplay_eval(data, run, tmp_path / "b", "--quantize", "bf16")
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["talkplay"]["talkplay-paper"]["quantize"] == "bf16"

@@ -77,9 +77,13 @@ def test_a_workspace_recorded_with_old_option_names_is_still_up_to_date(tmp_path
 def test_the_served_chat_writes_replies_with_an_int8_copy_on_cpu(monkeypatch):
     import torch
 
+    import talkplay.lm.quantize as quantize
     from talkplay.cli.quickstart import serve_args
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(quantize, "cpu_has_bf16", lambda: False)
     assert serve_args(Path("w/run"), 8000)[-2:] == ["--quantize", "int8-reply"]
+    monkeypatch.setattr(quantize, "cpu_has_bf16", lambda: True)
+    assert serve_args(Path("w/run"), 8000)[-2:] == ["--quantize", "bf16-int8-reply"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # int8 is CPU only
     assert "--quantize" not in serve_args(Path("w/run"), 8000)

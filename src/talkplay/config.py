@@ -143,6 +143,10 @@ class GenerateConfig:
     greedy: bool = False
     num_beams: int = 20
     max_reply_tokens: int = 48
+    reply_lookup: int = 4
+    """Prompt-lookup speculative decoding of the reply (``engine.generate_text(lookup=)``): up
+    to this many tokens copied from the context are checked in one forward; 0 disables. Same
+    distribution of replies, other random draws."""
     reply_guard: bool = True
     """While a reply is written, ban the catalog's tag, decade and year words that are false of
     the recommended track (``recommend.guard``; needs the run's dataset)."""

@@ -32,7 +32,7 @@ def build_talkplay(run: Path | None, name: str, keep_history: bool = False,
             context minus 64, as in training).
         keep_history: allow recommending tracks already played (``exclude_seen=False``), as
             ``--keep-history`` does for the baselines.
-        quantize: "none", "int8" or "int8-reply" (``lm.quantize``).
+        quantize: one of ``lm.quantize.QUANTIZE``.
     Returns:
         The recommender, named ``name``.
     Raises:
@@ -246,9 +246,10 @@ def evaluate(
     refit: Annotated[bool, typer.Option(
         help="talkplay-hybrid: fit the weights again even if RUN/hybrid.json has them.")] = False,
     quantize: Annotated[str, typer.Option(
-        help="TalkPlay systems: none (float weights), int8 (every linear layer int8 for CPU "
-             "inference: faster, rankings move) or int8-reply (the float model ranks, an int8 "
-             "copy writes the reply).")] = "none",
+        help="TalkPlay systems: none (float32 weights), bf16 (bfloat16 weights: faster on CPUs "
+             "with bfloat16 units, rankings barely move), int8 (every linear layer int8 for CPU "
+             "inference: faster, rankings move), int8-reply or bf16-int8-reply (the float32 or "
+             "bfloat16 model ranks, an int8 copy writes the reply).")] = "none",
     reply_guard: Annotated[bool, typer.Option(
         help="--replies: TalkPlay replies may not use the catalog's tag, decade and year words "
              "that are false of the recommended track (--no-reply-guard: the model alone).")] = True,

@@ -18,9 +18,10 @@ SystemOpt = Annotated[str | None, typer.Option(
 DataOpt = Annotated[Path | None, typer.Option(
     "--data", "-d", help="Dataset directory (default: the one the run was trained on).")]
 QuantizeOpt = Annotated[str, typer.Option(
-    help="TalkPlay systems: none (float weights), int8 (every linear layer int8 for CPU "
-         "inference: faster, rankings move) or int8-reply (the float model ranks, an int8 copy "
-         "writes the reply).")]
+    help="TalkPlay systems: none (float32 weights), bf16 (bfloat16 weights: faster on CPUs "
+         "with bfloat16 units, rankings barely move), int8 (every linear layer int8 for CPU "
+         "inference: faster, rankings move), int8-reply or bf16-int8-reply (the float32 or "
+         "bfloat16 model ranks, an int8 copy writes the reply).")]
 
 
 def _load(run: Path | None, system: str | None, data: Path | None, quantize: str = "none"):

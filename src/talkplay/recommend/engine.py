@@ -160,6 +160,28 @@ def copy_state(state: DecodeState) -> DecodeState:
     return DecodeState(copy.deepcopy(state.cache), state.logits, list(state.ids), state.hidden)
 
 
+def weights_dtype(model) -> torch.dtype:
+    """The dtype a model's cache is written in (its input embeddings'; an int8 dynamically
+    quantised model keeps float32 embeddings and activations)."""
+    return model.get_input_embeddings().weight.dtype
+
+
+def cast_state(state: DecodeState, dtype: torch.dtype) -> DecodeState:
+    """Cast ``state``'s cache (in place) to ``dtype``, so another copy of the model in another
+    precision can continue it (a bfloat16 ranking model's prompt, an int8 model's reply)."""
+    layers = getattr(state.cache, "layers", None)
+    if layers is not None:
+        for layer in layers:
+            for name in ("keys", "values"):
+                t = getattr(layer, name, None)
+                if isinstance(t, torch.Tensor) and t.dtype != dtype:
+                    setattr(layer, name, t.to(dtype))
+    else:  # transformers 4.x DynamicCache
+        state.cache.key_cache = [t.to(dtype) for t in state.cache.key_cache]
+        state.cache.value_cache = [t.to(dtype) for t in state.cache.value_cache]
+    return state
+
+
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix of two token-id sequences."""
     n = min(len(a), len(b))
@@ -228,10 +250,8 @@ def _penalise(logits: torch.Tensor, cand: torch.Tensor, seen: set[int], penalty:
     return torch.where(hit, pen, logits)
 
 
-def _pick(logits: torch.Tensor, cfg: Sampling, generator: torch.Generator) -> int:
-    """Index into logits [j] (float32, CPU): argmax, or a sample after temperature/top-k/top-p."""
-    if cfg.greedy:
-        return int(torch.argmax(logits))
+def _probs(logits: torch.Tensor, cfg: Sampling) -> torch.Tensor:
+    """The sampling distribution over logits [j] (float32, CPU) after temperature/top-k/top-p."""
     logits = logits / cfg.temperature
     if 0 < cfg.top_k < len(logits):
         kth = torch.topk(logits, cfg.top_k).values[-1]
@@ -242,8 +262,14 @@ def _pick(logits: torch.Tensor, cfg: Sampling, generator: torch.Generator) -> in
         # drop a token when the mass strictly before it already reaches top_p (the first stays)
         drop = (torch.cumsum(probs, -1) - probs) >= cfg.top_p
         logits = logits.index_put((order[drop],), torch.tensor(float("-inf")))
-    probs = torch.softmax(logits, -1)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    return torch.softmax(logits, -1)
+
+
+def _pick(logits: torch.Tensor, cfg: Sampling, generator: torch.Generator) -> int:
+    """Index into logits [j] (float32, CPU): argmax, or a sample after temperature/top-k/top-p."""
+    if cfg.greedy:
+        return int(torch.argmax(logits))
+    return int(torch.multinomial(_probs(logits, cfg), 1, generator=generator))
 
 
 def _candidates(music_ids: np.ndarray, pos: int, prefix: tuple[int, ...],
@@ -539,7 +565,8 @@ def generate_text(model, prompt: Sequence[int] | DecodeState, cfg: Sampling,
                   stop_ids: Sequence[int], max_new_tokens: int,
                   banned_ids: Sequence[int] | np.ndarray = (),
                   generator: torch.Generator | None = None,
-                  guard: Callable[[Sequence[int]], Sequence[int]] | None = None) -> list[int]:
+                  guard: Callable[[Sequence[int]], Sequence[int]] | None = None,
+                  lookup: int = 0) -> list[int]:
     """Generate free text (the reply) until a stop token or ``max_new_tokens``.
 
     Args:
@@ -552,17 +579,30 @@ def generate_text(model, prompt: Sequence[int] | DecodeState, cfg: Sampling,
         generator: random source; a fresh one seeded with ``cfg.seed`` when omitted.
         guard: ``guard(ids)`` -> tokens that may not follow ``ids`` (every token fed so far);
             asked before each token (``recommend.guard.ReplyGuard.for_track``).
+        lookup: prompt-lookup speculative decoding (0: off): after each token, up to ``lookup``
+            tokens that followed the same n-gram earlier in the context (a reply copies the
+            facts line's title and artist, and its own earlier phrasing) are fed in the same
+            forward and checked against the model's own distribution, so one forward can write
+            several tokens. The output has the distribution of plain decoding (speculative
+            sampling with a one-token draft: a drafted token is kept with the probability the
+            model gives it, else the next token is drawn with it excluded; greedy keeps it when
+            it is the argmax), with different random draws: a seed gives other samples than
+            with ``lookup=0`` (greedy: the same tokens, up to float rounding of a batched
+            forward).
     Returns:
         The generated token ids, without the stop token.
     """
     _check(cfg)
+    if lookup < 0:
+        raise ValueError(f"lookup must be >= 0, got {lookup}")
     gen = generator if generator is not None else torch.Generator().manual_seed(int(cfg.seed))
     state = _state(model, prompt)
     banned = torch.as_tensor(np.asarray(banned_ids, dtype=np.int64))
     stops = {int(s) for s in stop_ids}
-    out: list[int] = []
-    for _ in range(max_new_tokens):
-        logits = state.logits.clone()
+
+    def rules(logits: torch.Tensor) -> torch.Tensor:
+        """The next-token logits after the penalty, the banned tokens and the guard."""
+        logits = logits.clone()
         if cfg.repetition_penalty != 1.0:
             seen = torch.tensor(sorted(set(state.ids)), dtype=torch.int64)
             logits[seen] = _penalise(logits[seen], seen, set(state.ids), cfg.repetition_penalty)
@@ -572,14 +612,90 @@ def generate_text(model, prompt: Sequence[int] | DecodeState, cfg: Sampling,
             now = guard(state.ids)
             if len(now):
                 logits[torch.as_tensor(now, dtype=torch.int64)] = float("-inf")
+        return logits
+
+    out: list[int] = []
+    if lookup == 0:
+        for _ in range(max_new_tokens):
+            tid = _pick(rules(state.logits), cfg, gen)
+            if tid in stops:
+                break
+            out.append(tid)
+            feed(model, state, tid)  # keeps a continued state consistent with what it returned
+        return out
+
+    rejected: int | None = None  # the draft token just refused at this position
+    while len(out) < max_new_tokens:
+        logits = rules(state.logits)
+        if rejected is not None:  # the rest of the distribution (speculative sampling)
+            logits[rejected] = float("-inf")
+            rejected = None
         tid = _pick(logits, cfg, gen)
         if tid in stops:
             break
         out.append(tid)
-        feed(model, state, tid)  # also keeps a continued state consistent with what it returned
+        draft = _lookup_draft(state.ids + [tid], min(lookup, max_new_tokens - len(out)),
+                              banned, stops)
+        past = len(state.ids)
+        rows = _forward_all(model, torch.tensor([[tid] + draft]), state.cache)
+        state.cache = rows[1]
+        state.ids.append(tid)
+        state.logits, state.hidden = rows[0][0], None
+        for j, d in enumerate(draft):
+            logits = rules(state.logits)
+            if cfg.greedy:
+                keep = int(torch.argmax(logits)) == d
+            else:
+                p = float(_probs(logits, cfg)[d])
+                keep = p > 0 and float(torch.rand((), generator=gen)) < p
+            if not keep:
+                rejected = None if cfg.greedy else d
+                break
+            if d in stops:
+                _crop(state.cache, past + 1 + j)
+                return out
+            out.append(d)
+            state.ids.append(d)
+            state.logits = rows[0][j + 1]
+        _crop(state.cache, len(state.ids))
     return out
 
 
-__all__ = ["DecodeState", "MusicSample", "Sampling", "beam_music_block", "common_prefix",
-           "continue_prompt", "copy_state", "extend", "feed", "generate_text", "prefill",
-           "sample_music_block"]
+def _lookup_draft(ids: list[int], k: int, banned: torch.Tensor, stops: set[int],
+                  ngram: int = 3) -> list[int]:
+    """Up to ``k`` tokens that followed the latest earlier occurrence of ``ids``' last n-gram
+    (n = ``ngram`` down to 1), cut before a banned token and after a stop token."""
+    if k <= 0 or len(ids) < 2:
+        return []
+    arr = np.asarray(ids, dtype=np.int64)
+    for n in range(min(ngram, len(arr) - 1), 0, -1):
+        tail = arr[-n:]
+        windows = np.lib.stride_tricks.sliding_window_view(arr[:-1], n)
+        hits = np.flatnonzero((windows == tail).all(1))
+        if len(hits):
+            start = int(hits[-1]) + n
+            draft = arr[start:start + k].tolist()
+            if len(banned):
+                bad = np.isin(draft, banned.numpy())
+                if bad.any():
+                    draft = draft[:int(np.argmax(bad))]
+            for i, t in enumerate(draft):
+                if t in stops:
+                    return draft[:i + 1]
+            if draft:
+                return draft
+    return []
+
+
+@torch.inference_mode()
+def _forward_all(model, ids: torch.Tensor, cache) -> tuple[torch.Tensor, Any]:
+    """ids: int64 [1, T] -> (float32 [T, V] logits at every position on CPU, updated cache)."""
+    key, _ = _cache_args(model)
+    out = model(input_ids=ids.to(_device(model)), use_cache=True, **{key: cache})
+    new_cache = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
+    return out.logits[0].float().cpu(), new_cache
+
+
+__all__ = ["DecodeState", "MusicSample", "Sampling", "beam_music_block", "cast_state",
+           "common_prefix", "continue_prompt", "copy_state", "extend", "feed", "generate_text",
+           "prefill", "sample_music_block", "weights_dtype"]

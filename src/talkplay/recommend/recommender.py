@@ -49,6 +49,7 @@ from talkplay.recommend.constraints import CatalogTrie
 from talkplay.recommend.engine import (
     DecodeState,
     beam_music_block,
+    cast_state,
     common_prefix,
     continue_prompt,
     copy_state,
@@ -56,6 +57,7 @@ from talkplay.recommend.engine import (
     generate_text,
     prefill,
     sample_music_block,
+    weights_dtype,
 )
 from talkplay.recommend.guard import ReplyGuard
 from talkplay.recommend.protocol import Recommendation, ScoredTrack
@@ -146,8 +148,9 @@ class TalkPlayRecommender:
             device: "auto" (CUDA when available), "cpu" or "cuda".
             with_reply: generate reply text.
             cache_size: prompt states kept for prefix reuse (0 disables).
-            quantize: "none"; "int8" (CPU: dynamic int8 linear layers, ``lm.quantize``); or
-                "int8-reply" (the float model ranks, an int8 copy writes the reply).
+            quantize: "none"; "bf16" (bfloat16 weights); "int8" (CPU: dynamic int8 linear
+                layers); "int8-reply" or "bf16-int8-reply" (the float32 or bfloat16 model
+                ranks, an int8 copy writes the reply); see ``lm.quantize``.
         Returns:
             The recommender.
         """
@@ -162,8 +165,9 @@ class TalkPlayRecommender:
             raise ValueError(f"unknown quantization {quantize!r}; expected one of {QUANTIZE}")
         model, tokenizer, codebook, manifest = load_run(run, device=device)
         writer = None
-        if quantize == "int8-reply":  # rankings from the float model, replies from an int8 copy
+        if quantize.endswith("int8-reply"):  # replies from an int8 copy of the float weights
             writer = quantize_model(copy.deepcopy(model), "int8")
+            model = quantize_model(model, quantize.removesuffix("int8-reply").rstrip("-") or None)
         else:
             model = quantize_model(model, quantize)
         saved = read_json(Path(run) / "config.json") if (Path(run) / "config.json").exists() else {}
@@ -252,8 +256,9 @@ class TalkPlayRecommender:
         if self.with_reply:
             first = tracks[0].track_id if tracks else None
             if after is not None:  # paper mode: the sampled block is in ``after`` already
+                cast_state(after, weights_dtype(self.writer))
                 if self.facts is not None and first is not None:
-                    extend(self.model, after, facts_ids(self.tokenizer, self.facts, first))
+                    extend(self.writer, after, facts_ids(self.tokenizer, self.facts, first))
                 reply = self._reply(after, generator, first)
             else:
                 reply = self.reply_to_block(state, codes, generator, first)
@@ -279,8 +284,19 @@ class TalkPlayRecommender:
         ids = self.vocab.ids(codes)[1:]
         if self.facts is not None and track_id is not None:
             ids += facts_ids(self.tokenizer, self.facts, track_id)
-        after = extend(self.model, copy_state(state) if self.cache_size else state, ids)
+        writer = self.writer
+        dtype = weights_dtype(writer)
+        if self.cache_size or dtype != weights_dtype(self.model):
+            state = cast_state(copy_state(state), dtype)
+        after = extend(writer, state, ids)
         return self._reply(after, generator, track_id)
+
+    @property
+    def writer(self):
+        """The model that writes replies: ``reply_model`` (an int8 copy) or the ranking model.
+        It reads everything after the chosen block's first token: the block, the facts line,
+        the reply."""
+        return self.model if self.reply_model is None else self.reply_model
 
     def _prompt_state(self, prompt: list[int]) -> DecodeState:
         """The state after ``prompt``, reusing the cached state with the longest common prefix.
@@ -345,10 +361,9 @@ class TalkPlayRecommender:
     def _reply(self, state: DecodeState, generator: torch.Generator,
                track_id: str | None = None) -> str:
         guard = self.guard.for_track(track_id) if self.guard and track_id is not None else None
-        writer = self.model if self.reply_model is None else self.reply_model
-        ids = generate_text(writer, state, self.cfg, self.stop_ids,
+        ids = generate_text(self.writer, state, self.cfg, self.stop_ids,
                             self.cfg.max_reply_tokens, banned_ids=self.banned, generator=generator,
-                            guard=guard)
+                            guard=guard, lookup=self.cfg.reply_lookup)
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
@@ -365,7 +380,7 @@ def load_talkplay(run: str | Path, *, mode: str | None = None, device: str = "au
         device: "auto", "cpu" or "cuda".
         with_reply: generate reply text (evaluation passes False).
         cache_size: prompt states kept for prefix reuse.
-        quantize: "none", "int8" or "int8-reply" (CPU inference; ``lm.quantize``).
+        quantize: one of ``lm.quantize.QUANTIZE`` (inference weights).
         **generate: ``GenerateConfig`` fields that override the saved ones
             (e.g. ``exclude_seen=False``, ``max_reply_tokens=32``).
     Returns:

@@ -40,7 +40,7 @@ def load_recommender(run: Path | None = None, system: str | None = None,
             "talkplay-hybrid" (with ``run``): its weights come from RUN/hybrid.json, written by
             ``talkplay evaluate --systems talkplay-hybrid`` (fit on the valid split).
         data: the dataset directory (overrides the run's).
-        quantize: the TalkPlay model's weights, "none", "int8" or "int8-reply" (``lm.quantize``).
+        quantize: the TalkPlay model's weights, one of ``lm.quantize.QUANTIZE``.
     Returns:
         ``(recommender, dataset)``.
     Raises:

@@ -46,6 +46,7 @@ from talkplay.lm.checkpoint import (
 from talkplay.lm.dense_head import DenseHead, HeadSpec, content_matrix, content_modalities
 from talkplay.lm.facts import facts_lookup
 from talkplay.lm.grounding import INITS, cluster_texts, grounded_rows
+from talkplay.lm.quantize import cpu_has_bf16
 from talkplay.lm.vocab import MusicVocab, expand_vocabulary
 from talkplay.tokenize import grammar
 from talkplay.tokenize.codebook import Codebook
@@ -190,7 +191,7 @@ def resolve_precision(precision: str) -> str:
     if torch.cuda.is_available():
         supported = torch.cuda.is_bf16_supported()
     else:  # bfloat16 matrix units: AMX tiles (Sapphire Rapids and later) or AVX512-BF16
-        supported = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+        supported = cpu_has_bf16()
     if precision == "bf16" and not supported:
         raise ValueError("precision bf16: this GPU/CPU has no bfloat16 support; use fp32")
     if precision == "fp32":
