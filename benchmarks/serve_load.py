@@ -1,8 +1,15 @@
 """Claim: the server answers 50 concurrent chat sessions x 5 turns with zero errors, and its
-health endpoint stays responsive meanwhile (recommender calls run off the event loop).
+health endpoint stays responsive meanwhile (recommender calls run off the event loop); with a
+TalkPlay run, dynamic batching (``--max-batch``) multiplies the turns per second.
 
     .venv/bin/python benchmarks/serve_load.py [--sessions 50] [--turns 5] [--system bm25]
         [--data DIR | --run RUN] [--tracks 3000] [--limit-s 300]
+        [--quantize bf16-int8-reply] [--max-batch 1,8] [--sessions 1,10,50]
+
+``--sessions`` and ``--max-batch`` take comma-separated lists: one server per ``--max-batch``
+value (1 = one turn at a time, the server before batching), each loaded with every session
+count in turn, and a table of turns/s, p50 and p95 per (batch, sessions) with the ratio of
+turns/s to the first ``--max-batch`` value at the same session count.
 
 Server: ``talkplay serve`` started by this script as a subprocess on 127.0.0.1 (a free port),
 default settings (k = 5, queue 64). Data: ``--data`` or ``--run``; otherwise an embedded world
@@ -34,7 +41,7 @@ from rich.console import Console
 from rich.table import Table
 
 BIN = Path(sys.executable).parent
-console = Console()
+console = Console(width=150)
 
 
 def free_port() -> int:
@@ -166,7 +173,7 @@ def ms(values: list[float], q: float) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sessions", type=int, default=50)
+    p.add_argument("--sessions", default="50", help="session counts, comma-separated")
     p.add_argument("--turns", type=int, default=5)
     p.add_argument("--system", default="bm25", help="Baseline to serve (ignored with --run).")
     p.add_argument("--data", type=Path, help="Dataset directory (default: build a world).")
@@ -174,9 +181,16 @@ def main() -> None:
     p.add_argument("--tracks", type=int, default=3000, help="World size when building one.")
     p.add_argument("--limit-s", type=float, default=300.0, help="Most seconds of load.")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quantize", default=None, help="TalkPlay weights (talkplay serve --quantize)")
+    p.add_argument("--max-batch", default="8", help="talkplay serve --max-batch values, "
+                                                    "comma-separated (one server each)")
     args = p.parse_args()
-    if not 1 <= args.sessions <= 500 or not 1 <= args.turns <= 50:
+    counts = [int(x) for x in args.sessions.split(",") if x.strip()]
+    batches = [int(x) for x in args.max_batch.split(",") if x.strip()]
+    if not counts or not all(1 <= n <= 500 for n in counts) or not 1 <= args.turns <= 50:
         raise SystemExit("--sessions must be 1..500 and --turns 1..50")
+    if not batches or min(batches) < 1:
+        raise SystemExit("--max-batch values must be at least 1")
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
         if data is None and args.run is None:
@@ -192,24 +206,60 @@ def main() -> None:
         else:
             data_for_texts = data
         texts = requests_from(data_for_texts, 64, args.seed)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen([str(BIN / "talkplay"), "serve", *source, "--port", str(port)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  env={**os.environ, "TALKPLAY_API_KEY": ""})
-        try:
-            with console.status("starting the server ..."):
-                wait_ready(url, server)
-            console.print(f"server up ({url}); load: {args.sessions} sessions x {args.turns} turns")
-            res = asyncio.run(load(url, args, texts))
-        finally:
-            server.terminate()
-            server.wait(30)
-    report(res, args)
-    if res["errors"]:
-        for e in res["errors"][:10]:
+        extra = ["--quantize", args.quantize] if args.quantize else []
+        results: list[tuple[int, int, dict]] = []
+        for batch in batches:
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            server = subprocess.Popen([str(BIN / "talkplay"), "serve", *source, *extra,
+                                       "--max-batch", str(batch), "--port", str(port)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      env={**os.environ, "TALKPLAY_API_KEY": ""})
+            try:
+                with console.status("starting the server ..."):
+                    wait_ready(url, server)
+                for n in counts:
+                    args.sessions = n
+                    console.print(f"server up ({url}, --max-batch {batch}); load: {n} sessions "
+                                  f"x {args.turns} turns")
+                    res = asyncio.run(load(url, args, texts))
+                    report(res, args)
+                    results.append((batch, n, res))
+            finally:
+                server.terminate()
+                server.wait(30)
+    if len(results) > 1:
+        summary(results, args)
+    errors = [e for _, _, res in results for e in res["errors"]]
+    if errors:
+        for e in errors[:10]:
             console.print(f"[red]error[/] {e}")
         raise SystemExit(1)
+
+
+def summary(results: list[tuple[int, int, dict]], args) -> None:
+    """Turns/s, p50 and p95 per (max batch, sessions), against the first max-batch value."""
+    table = Table(title=f"serving {results[0][2]['server']['recommender']}"
+                  f"{' --quantize ' + args.quantize if args.quantize else ''}, "
+                  f"{args.turns} turns per session, {os.cpu_count()} CPUs")
+    for col in ("max batch", "sessions", "turns", "errors", "turns/s", "p50 s", "p95 s",
+                "turns/s vs first", "batches (size: count)"):
+        table.add_column(col, justify="right")
+    base = {n: len(r["turns"]) / r["wall"] for b, n, r in results if b == results[0][0]}
+    seen: dict[int, dict[str, int]] = {}  # the server's counters are cumulative
+    for b, n, r in results:
+        rate = len(r["turns"]) / r["wall"]
+        total = r["server"]["queue"].get("batches", {})
+        sizes = {k: v - seen.get(b, {}).get(k, 0) for k, v in total.items()}
+        sizes = {k: v for k, v in sizes.items() if v}
+        seen[b] = total
+        table.add_row(str(b), str(n), str(len(r["turns"])), str(len(r["errors"])), f"{rate:.2f}",
+                      f"{np.quantile(r['turns'], 0.5):.2f}" if r["turns"] else "-",
+                      f"{np.quantile(r['turns'], 0.95):.2f}" if r["turns"] else "-",
+                      f"{rate / base[n]:.2f}x" if n in base else "-",
+                      ", ".join(f"{k}: {v}" for k, v in sizes.items()))
+    console.print(table)
+    console.print(f"1-min load average at the end {os.getloadavg()[0]:.1f}")
 
 
 def report(res: dict, args) -> None:

@@ -417,3 +417,25 @@ def test_bf16_ranking_with_int8_replies_loads_ranks_and_writes(tiny_run, tmp_pat
     assert res.exit_code == 0, res.output
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["talkplay"]["talkplay-paper"]["quantize"] == "bf16"
+
+
+@pytest.mark.parametrize("mode", ["beam", "paper"])
+def test_a_batch_of_turns_ranks_and_replies_as_one_turn_at_a_time(tiny_run, mode):
+    """recommend_batch (the server's dynamic batching): the same rankings as recommend, and
+    with plain greedy decoding the same replies."""
+    from talkplay.data.dataset import read_dataset
+    from talkplay.recommend.recommender import load_talkplay
+
+    data, run = tiny_run
+    convs = read_dataset(data).conversations[:5]
+    requests = [(c.messages[:1 + 2 * (i % 2)], 5 + i, {c.messages[1].content} if i == 2 else None)
+                for i, c in enumerate(convs)]
+    rec = load_talkplay(run, device="cpu", mode=mode, greedy=True, reply_lookup=0,
+                        max_reply_tokens=6)
+    alone = [rec.recommend(*r) for r in requests]
+    rec.clear_cache()
+    batch = rec.recommend_batch(requests)
+    assert [[t.track_id for t in r.tracks] for r in batch] == \
+        [[t.track_id for t in r.tracks] for r in alone]
+    assert [r.reply for r in batch] == [r.reply for r in alone]
+    assert any(r.reply for r in batch)

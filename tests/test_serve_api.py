@@ -492,3 +492,65 @@ def test_a_talkplay_run_serves_and_user_text_stays_text(talkplay_run):
     music = set(table[table >= 0].tolist()) | {rec.vocab.start, rec.vocab.end}
     assert [i for i in ids if i in music] == [rec.vocab.start]
     assert ids[-1] == rec.vocab.start
+
+
+@pytest.mark.slow
+def test_waiting_talkplay_turns_are_answered_in_one_batch_with_the_same_rankings(talkplay_run):
+    """Dynamic batching: while the worker is busy, three sessions' turns wait; the worker
+    answers them in one batch, each ranked (and, greedy, replied) as one turn alone."""
+    from dataclasses import replace
+
+    from talkplay.data.schema import Message
+    from talkplay.serve.loading import load_recommender
+
+    rec, ds = load_recommender(run=talkplay_run)
+    rec.cfg = replace(rec.cfg, greedy=True, reply_lookup=0)
+    gate, sizes, real = threading.Event(), [], rec.recommend_batch
+
+    def gated(requests):
+        sizes.append(len(requests))
+        assert gate.wait(60)
+        return real(requests)
+
+    rec.recommend_batch = gated
+    texts = ["calm jazz piano", "loud rock", "some ambient", "dance pop please"]
+    with LiveServer(create_app(rec, ds, ServeSettings(k=3, max_batch=8))) as live, \
+            httpx.Client(timeout=120) as c:
+        sessions = [new_session(c, live.url) for _ in texts]
+        results: list = []
+        first = _post_in_thread(f"{live.url}/api/sessions/{sessions[0][0]}/messages",
+                                sessions[0][1], texts[0], results)
+        deadline = time.monotonic() + 30
+        while not sizes:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        threads = [_post_in_thread(f"{live.url}/api/sessions/{sid}/messages", h, text, results)
+                   for (sid, h), text in zip(sessions[1:], texts[1:], strict=True)]
+        while c.get(f"{live.url}/api/health").json()["queue"]["pending"] < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        gate.set()
+        for t in (first, *threads):
+            t.join(120)
+        health = c.get(f"{live.url}/api/health").json()["queue"]
+    assert sizes == [1, 3] and health["batches"] == {"1": 1, "3": 1}
+    assert [r.status_code for r in results] == [200] * 4
+    rec.clear_cache()
+    for r in results:
+        turn = r.json()
+        alone = rec.recommend([Message("user", turn["request"])], 3)
+        assert [t["id"] for t in turn["tracks"]] == [t.track_id for t in alone.tracks]
+        assert turn["reply"] == alone.reply
+
+
+def test_a_named_replica_prefixes_its_session_ids(catalog):
+    """--replica NAME: ids start with "NAME." (what a proxy routes on) and work as usual."""
+    settings = ServeSettings(k=3, replica="r2")
+    with LiveServer(create_app(SYSTEMS["bm25"](catalog), catalog, settings)) as live, \
+            httpx.Client() as c:
+        sid, h = new_session(c, live.url)
+        assert sid.startswith("r2.") and len(sid) > 20
+        r = c.post(f"{live.url}/api/sessions/{sid}/messages", headers=h, json={"text": "jazz"})
+        assert r.status_code == 200 and len(r.json()["tracks"]) == 3
+    with pytest.raises(ValueError, match="replica"):
+        ServeSettings(replica="r2/../x")

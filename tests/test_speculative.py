@@ -27,11 +27,11 @@ class Cfg:
     seed: int = 0
 
 
-def tiny(vocab: int, seed: int = 0) -> LlamaForCausalLM:
+def tiny(vocab: int, seed: int = 0, init: float = 0.02) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=128)
+                         max_position_embeddings=128, initializer_range=init)
     return LlamaForCausalLM(config).eval()
 
 
@@ -124,3 +124,31 @@ def test_sampling_with_lookup_keeps_the_distribution_of_plain_sampling(monkeypat
 def test_lookup_must_not_be_negative():
     with pytest.raises(ValueError, match="lookup"):
         generate_text(tiny(20), [1, 2, 3], Cfg(), [], 4, lookup=-1)
+
+
+def test_a_batch_of_replies_equals_each_reply_written_alone():
+    """generate_texts: left-padded caches of different lengths, rows leaving the batch when
+    they stop, per-row guards and generators: each row gets what it gets alone."""
+    from talkplay.recommend.engine import generate_texts
+
+    model = tiny(60, seed=1, init=0.5)  # large weights: sharp, position-sensitive logits
+    prompts = [[3, 4, 5], list(range(10, 30)), [7] * 9 + [8], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]]
+
+    def guard(ids):
+        return [ids[-1] + 1] if ids[-1] < 59 else []
+
+    for cfg in (Cfg(greedy=True), Cfg(greedy=True, repetition_penalty=1.4), Cfg(top_p=0.8)):
+        for stop in ([], [0], [13, 21]):
+            alone = [generate_text(model, p, cfg, stop, 12, banned_ids=[5, 6], guard=guard,
+                                   generator=torch.Generator().manual_seed(i))
+                     for i, p in enumerate(prompts)]
+            states = [prefill(model, p) for p in prompts]
+            before = [(list(s.ids), s.cache.get_seq_length()) for s in states]
+            batch = generate_texts(model, states, cfg, stop, 12, banned_ids=[5, 6],
+                                   guards=[guard] * len(prompts),
+                                   generators=[torch.Generator().manual_seed(i)
+                                               for i in range(len(prompts))])
+            assert batch == alone, (cfg, stop)
+            assert [(list(s.ids), s.cache.get_seq_length()) for s in states] == before
+    assert any(len(a) < 12 for a in alone)  # some rows stopped early and left the batch
+    assert generate_texts(model, [], Cfg(), [], 4) == []

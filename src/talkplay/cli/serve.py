@@ -55,6 +55,12 @@ def serve(
     max_sessions: Annotated[int, typer.Option(min=1, help="Sessions kept in memory.")] = 1000,
     queue_size: Annotated[int, typer.Option(
         min=1, help="Recommender jobs queued or running before answering 503.")] = 64,
+    max_batch: Annotated[int, typer.Option(
+        min=1, help="Most waiting turns a TalkPlay model answers together (their replies are "
+                    "written in one batch); 1: one turn at a time.")] = 8,
+    replica: Annotated[str | None, typer.Option(
+        help="This server's name among replicas behind one proxy: session ids start with "
+             "NAME. so the proxy can route a session to its server.")] = None,
     audio_root: Annotated[list[Path] | None, typer.Option(
         help="Extra directory audio may be served from (repeatable).")] = None,
     graceful_timeout: Annotated[float, typer.Option(
@@ -71,7 +77,8 @@ def serve(
         settings = ServeSettings(api_key=api_key_from_env(api_key), k=k,
                                  max_message_chars=max_message_chars, max_turns=max_turns,
                                  max_sessions=max_sessions, queue_size=queue_size,
-                                 max_k=max(k, 20), audio_roots=list(audio_root or []))
+                                 max_batch=max_batch, replica=replica, max_k=max(k, 20),
+                                 audio_roots=list(audio_root or []))
     except ValueError as e:
         fail(str(e))
     recommender, ds = _load(run, system, data, quantize)

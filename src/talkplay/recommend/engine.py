@@ -661,6 +661,117 @@ def generate_text(model, prompt: Sequence[int] | DecodeState, cfg: Sampling,
     return out
 
 
+def generate_texts(model, states: Sequence[DecodeState], cfg: Sampling,
+                   stop_ids: Sequence[int], max_new_tokens: int,
+                   banned_ids: Sequence[int] | np.ndarray = (),
+                   generators: Sequence[torch.Generator] | None = None,
+                   guards: Sequence[Callable[[Sequence[int]], Sequence[int]] | None] | None = None
+                   ) -> list[list[int]]:
+    """``generate_text`` for several states at once, in one batch: their caches are left-padded
+    to one length, every step feeds one token per unfinished row in a single forward, and a row
+    leaves the batch when it stops. Writing a token reads the weights once for the whole batch
+    (a reply token of an int8 SmolLM2 on one CPU thread: 23 ms alone, 5.5 ms each in a batch
+    of 8). Each row keeps its own rules (penalty, bans, guard) and random generator, so a row
+    gets what ``generate_text(lookup=0)`` gives it alone, up to the float rounding of a
+    batched forward. The states are not advanced.
+
+    Args:
+        model: a Hugging Face causal LM.
+        states: one state per text (e.g. after a music block and its facts line).
+        cfg, stop_ids, max_new_tokens, banned_ids: as ``generate_text``.
+        generators: one per state (default: fresh ones seeded with ``cfg.seed``).
+        guards: one per state (or None).
+    Returns:
+        The generated token ids per state, without stop tokens.
+    """
+    _check(cfg)
+    n = len(states)
+    if n == 0:
+        return []
+    gens = list(generators) if generators is not None else \
+        [torch.Generator().manual_seed(int(cfg.seed)) for _ in range(n)]
+    rule = list(guards) if guards is not None else [None] * n
+    if len(gens) != n or len(rule) != n:
+        raise ValueError(f"need one generator and one guard per state ({n})")
+    banned = torch.as_tensor(np.asarray(banned_ids, dtype=np.int64))
+    stops = {int(s) for s in stop_ids}
+    ids = [list(st.ids) for st in states]
+    logits = [st.logits for st in states]
+    lengths = [len(st.ids) for st in states]
+    cache, mask = _left_padded(model, [st.cache for st in states], lengths)
+    out: list[list[int]] = [[] for _ in range(n)]
+    rows = list(range(n))  # the state behind each batch row
+    key, _ = _cache_args(model)
+    device = _device(model)
+    for step in range(max_new_tokens):
+        feed_rows, tokens = [], []
+        for b, i in enumerate(rows):
+            row = logits[i].clone()
+            if cfg.repetition_penalty != 1.0:
+                seen = torch.tensor(sorted(set(ids[i])), dtype=torch.int64)
+                row[seen] = _penalise(row[seen], seen, set(ids[i]), cfg.repetition_penalty)
+            if len(banned):
+                row[banned] = float("-inf")
+            if rule[i] is not None:
+                now = rule[i](ids[i])
+                if len(now):
+                    row[torch.as_tensor(now, dtype=torch.int64)] = float("-inf")
+            tid = _pick(row, cfg, gens[i])
+            if tid in stops:
+                continue
+            out[i].append(tid)
+            ids[i].append(tid)
+            feed_rows.append(b)
+            tokens.append(tid)
+        if not feed_rows or step == max_new_tokens - 1:
+            break
+        if len(feed_rows) < len(rows):  # finished rows leave the batch
+            keep = torch.tensor(feed_rows)
+            cache.batch_select_indices(keep.to(device))
+            mask = mask[keep]
+            rows = [rows[b] for b in feed_rows]
+        mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype)], dim=1)
+        positions = torch.tensor([[lengths[i] + len(out[i]) - 1] for i in rows])
+        with torch.inference_mode():
+            res = model(input_ids=torch.tensor([[t] for t in tokens]).to(device),
+                        attention_mask=mask.to(device), position_ids=positions.to(device),
+                        use_cache=True, **{key: cache})
+        cache = res.get("cache") if res.get("cache") is not None else res.get("past_key_values")
+        last = res.logits[:, -1].float().cpu()
+        for b, i in enumerate(rows):
+            logits[i] = last[b]
+    return out
+
+
+def _left_padded(model, caches: Sequence[Any], lengths: Sequence[int]) -> tuple[Any, torch.Tensor]:
+    """One batch cache from batch-1 caches of different lengths, left-padded with zeros, and
+    its attention mask (int64 [B, max length], 0 on the padding)."""
+    from transformers import DynamicCache
+
+    longest = max(lengths)
+    mask = torch.zeros(len(caches), longest, dtype=torch.int64)
+    for b, n in enumerate(lengths):
+        mask[b, longest - n:] = 1
+    batch = DynamicCache()
+    for layer in range(len(_layers(caches[0]))):
+        keys, values = [], []
+        for c, n in zip(caches, lengths, strict=True):
+            k, v = _layers(c)[layer]
+            k, v = k[:, :, :n], v[:, :, :n]
+            pad = (0, 0, longest - n, 0)  # left-pad the sequence dimension
+            keys.append(torch.nn.functional.pad(k, pad))
+            values.append(torch.nn.functional.pad(v, pad))
+        batch.update(torch.cat(keys), torch.cat(values), layer)
+    return batch, mask
+
+
+def _layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(keys, values) per layer of a DynamicCache, transformers 5 or 4.x."""
+    if getattr(cache, "layers", None) is not None:
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache, strict=True))
+
+
 def _lookup_draft(ids: list[int], k: int, banned: torch.Tensor, stops: set[int],
                   ngram: int = 3) -> list[int]:
     """Up to ``k`` tokens that followed the latest earlier occurrence of ``ids``' last n-gram
@@ -698,4 +809,4 @@ def _forward_all(model, ids: torch.Tensor, cache) -> tuple[torch.Tensor, Any]:
 
 __all__ = ["DecodeState", "MusicSample", "Sampling", "beam_music_block", "cast_state",
            "common_prefix", "continue_prompt", "copy_state", "extend", "feed", "generate_text",
-           "prefill", "sample_music_block", "weights_dtype"]
+           "generate_texts", "prefill", "sample_music_block", "weights_dtype"]

@@ -31,7 +31,7 @@ import logging
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,7 @@ from talkplay.recommend.engine import (
     copy_state,
     extend,
     generate_text,
+    generate_texts,
     prefill,
     sample_music_block,
     weights_dtype,
@@ -222,6 +223,39 @@ class TalkPlayRecommender:
     def recommend(self, history: list[Message], k: int = 10,
                   exclude: set[str] | None = None) -> Recommendation:
         """Rank catalog tracks for the next assistant turn (see module docstring)."""
+        rec, writing = self._turn(history, k, exclude)
+        if writing is not None:
+            rec.reply = self._reply(*writing)
+        return rec
+
+    def recommend_batch(self, requests: Sequence[tuple[list[Message], int, set[str] | None]]
+                        ) -> list[Recommendation]:
+        """``recommend`` for several turns (of different chats) at once: each is ranked as
+        ``recommend`` ranks it (same rankings), then their replies are written together in one
+        batch (``engine.generate_texts``: a reply token costs one read of the weights for the
+        whole batch). A reply is what ``recommend`` samples for it, up to the float rounding of
+        a batched forward, except that prompt lookup is not used inside a batch.
+
+        Args:
+            requests: (history, k, exclude) per turn.
+        """
+        if len(requests) == 1 or not self.with_reply:
+            return [self.recommend(*r) for r in requests]
+        turns = [self._turn(*r) for r in requests]
+        writing = [(i, w) for i, (_, w) in enumerate(turns) if w is not None]
+        texts = generate_texts(
+            self.writer, [w[0] for _, w in writing], self.cfg, self.stop_ids,
+            self.cfg.max_reply_tokens, banned_ids=self.banned,
+            generators=[w[1] for _, w in writing],
+            guards=[self._guard(w[2]) for _, w in writing])
+        for (i, _), ids in zip(writing, texts, strict=True):
+            turns[i][0].reply = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        return [rec for rec, _ in turns]
+
+    def _turn(self, history: list[Message], k: int, exclude: set[str] | None
+              ) -> tuple[Recommendation, tuple[DecodeState, torch.Generator, str | None] | None]:
+        """The ranked turn without its reply, and what writes the reply (the state after the
+        chosen block and facts line, the generator, the track) when replies are on."""
         excluded = set(exclude or ())
         if self.cfg.exclude_seen:
             excluded |= {m.content for m in history if m.role == "music"}
@@ -252,17 +286,17 @@ class TalkPlayRecommender:
             info["beams"] = [[list(c), float(s)] for c, s in beams]
         tracks = [ScoredTrack(self.codebook.item_ids[r], float(s),
                               item_text(self.codebook.codes[r].tolist())) for r, s in ranked]
-        reply = ""
-        if self.with_reply:
-            first = tracks[0].track_id if tracks else None
-            if after is not None:  # paper mode: the sampled block is in ``after`` already
-                cast_state(after, weights_dtype(self.writer))
-                if self.facts is not None and first is not None:
-                    extend(self.writer, after, facts_ids(self.tokenizer, self.facts, first))
-                reply = self._reply(after, generator, first)
-            else:
-                reply = self.reply_to_block(state, codes, generator, first)
-        return Recommendation(tracks=tracks[:k], reply=reply, info=info)
+        rec = Recommendation(tracks=tracks[:k], reply="", info=info)
+        if not self.with_reply:
+            return rec, None
+        first = tracks[0].track_id if tracks else None
+        if after is not None:  # paper mode: the sampled block is in ``after`` already
+            cast_state(after, weights_dtype(self.writer))
+            if self.facts is not None and first is not None:
+                extend(self.writer, after, facts_ids(self.tokenizer, self.facts, first))
+        else:
+            after = self._block_state(state, codes, first)
+        return rec, (after, generator, first)
 
     def generator(self, prompt: list[int]) -> torch.Generator:
         """Seeded per prompt: the same history gives the same answer whatever came before."""
@@ -281,6 +315,10 @@ class TalkPlayRecommender:
             track_id: the track the reply is about; with grounded replies its facts line
                 follows ``<end_of_music>`` (in the same forward).
         """
+        return self._reply(self._block_state(state, codes, track_id), generator, track_id)
+
+    def _block_state(self, state: DecodeState, codes, track_id: str | None) -> DecodeState:
+        """The writer's state after ``codes``' block and the track's facts line."""
         ids = self.vocab.ids(codes)[1:]
         if self.facts is not None and track_id is not None:
             ids += facts_ids(self.tokenizer, self.facts, track_id)
@@ -288,8 +326,7 @@ class TalkPlayRecommender:
         dtype = weights_dtype(writer)
         if self.cache_size or dtype != weights_dtype(self.model):
             state = cast_state(copy_state(state), dtype)
-        after = extend(writer, state, ids)
-        return self._reply(after, generator, track_id)
+        return extend(writer, state, ids)
 
     @property
     def writer(self):
@@ -358,12 +395,14 @@ class TalkPlayRecommender:
         out += [(int(r), floor - i) for i, r in enumerate(rows.tolist())]
         return out
 
+    def _guard(self, track_id: str | None):
+        return self.guard.for_track(track_id) if self.guard and track_id is not None else None
+
     def _reply(self, state: DecodeState, generator: torch.Generator,
                track_id: str | None = None) -> str:
-        guard = self.guard.for_track(track_id) if self.guard and track_id is not None else None
         ids = generate_text(self.writer, state, self.cfg, self.stop_ids,
                             self.cfg.max_reply_tokens, banned_ids=self.banned, generator=generator,
-                            guard=guard, lookup=self.cfg.reply_lookup)
+                            guard=self._guard(track_id), lookup=self.cfg.reply_lookup)
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 

@@ -15,7 +15,8 @@ GET    /docs                             API docs (Swagger UI from the installed
 ```
 
 Recommender calls run on one worker thread (``worker.GenerationQueue``); the event loop only
-awaits them, so the server keeps answering while a turn is generated.
+awaits them, so the server keeps answering while a turn is generated. Turns of a TalkPlay model
+that wait together are answered together (``--max-batch``: their replies in one batch).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from talkplay.serve.guard import (
     key_matches,
     session_header,
 )
-from talkplay.serve.session import Pending, SessionError, Turn, clean_text, run_pending
+from talkplay.serve.session import Pending, SessionError, Turn, clean_text
 from talkplay.serve.settings import ServeSettings
 from talkplay.serve.store import Entry, SessionStore
 from talkplay.serve.worker import GenerationQueue, QueueFull
@@ -96,8 +97,8 @@ def create_app(recommender: Recommender, dataset: Dataset,
     cfg = settings or ServeSettings()
     roots = ([Path(dataset.root)] if dataset.root else []) + list(cfg.audio_roots)
     catalog = Catalog(dataset, roots)
-    store = SessionStore(cfg.max_sessions, cfg.session_ttl_s, cfg.max_turns)
-    queue = GenerationQueue(cfg.queue_size)
+    store = SessionStore(cfg.max_sessions, cfg.session_ttl_s, cfg.max_turns, cfg.replica)
+    queue = GenerationQueue(cfg.queue_size, cfg.max_batch)
     signer = AudioSigner()
 
     @asynccontextmanager
@@ -146,7 +147,7 @@ def create_app(recommender: Recommender, dataset: Dataset,
             except SessionError as e:
                 raise ApiError(409 if e.code == "turn_limit" else 422, e.code, str(e)) from e
             try:
-                rec = await queue.run(run_pending, recommender, pending, k)
+                rec = await queue.recommend(recommender, pending, k)
             except QueueFull as e:
                 raise ApiError(503, "busy", f"the recommender is busy ({e}); retry shortly",
                                {"Retry-After": "1"}) from e

@@ -96,5 +96,5 @@ class HealthOut(BaseModel):
     recommender: str
     tracks: int
     sessions: int
-    queue: dict[str, int]
+    queue: dict[str, int | dict[str, int]]
     auth: bool = Field(description="Whether an API key is required.")

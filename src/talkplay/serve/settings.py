@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,16 +32,25 @@ class ServeSettings:
     """Sessions idle longer than this are dropped."""
     queue_size: int = 64
     """Most recommender jobs queued or running; more answer 503 at once."""
+    max_batch: int = 8
+    """Most waiting turns a TalkPlay model answers together (dynamic batching of their
+    replies, ``worker.GenerationQueue.recommend``); 1 answers one turn at a time."""
+    replica: str | None = None
+    """This server's name among several behind one proxy: session ids start with "NAME."
+    (letters, digits, "-" and "_", at most 32)."""
     audio_roots: list[Path] = field(default_factory=list)
     """Extra directories audio may be served from (the dataset directory always may)."""
 
     def __post_init__(self) -> None:
         for name in ("k", "max_k", "max_message_chars", "max_turns", "max_body_bytes",
-                     "max_sessions", "queue_size"):
+                     "max_sessions", "queue_size", "max_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.k > self.max_k:
             raise ValueError(f"k ({self.k}) must not exceed max_k ({self.max_k})")
+        if self.replica is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", self.replica):
+            raise ValueError(f"replica must be 1-32 letters, digits, '-' or '_', got "
+                             f"{self.replica!r}")
         if self.api_key is not None and len(self.api_key) < 8:
             raise ValueError("the API key must have at least 8 characters")
 

@@ -4,7 +4,9 @@ Ids and tokens come from ``secrets.token_urlsafe`` (unguessable); a session answ
 the matching token (constant-time comparison), and an unknown id and a wrong token look the
 same to the caller, so one client cannot even learn whether another's session exists. The
 store is bounded: sessions idle past the TTL and the least recently used beyond
-``max_sessions`` are dropped.
+``max_sessions`` are dropped. With a ``replica`` name (several servers behind one address),
+every id starts with "NAME." so a proxy can send a session's calls to the server that holds it
+(README, "Several replicas").
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ class Entry:
 
 
 class SessionStore:
-    def __init__(self, max_sessions: int, ttl_s: float, max_turns: int):
+    def __init__(self, max_sessions: int, ttl_s: float, max_turns: int,
+                 replica: str | None = None):
+        self.replica = replica
         self.max_sessions = max_sessions
         self.ttl_s = ttl_s
         self.max_turns = max_turns
@@ -43,6 +47,8 @@ class SessionStore:
         while len(self._entries) >= self.max_sessions:
             self._entries.popitem(last=False)
         sid = secrets.token_urlsafe(24)
+        if self.replica:
+            sid = f"{self.replica}.{sid}"
         entry = Entry(secrets.token_urlsafe(32), ChatSession(max_turns=self.max_turns))
         self._entries[sid] = entry
         return sid, entry
