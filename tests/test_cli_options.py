@@ -23,6 +23,8 @@ SHARED: dict[str, tuple[str, tuple[str, ...]]] = {
     "--out": ("where the command writes what it makes", ("write", "output", "results")),
     "--run": ("a TalkPlay run directory (checkpoint, config, metrics)", ("run directory",)),
     "--seed": ("the random seed of what this command samples", ("seed",)),
+    "--tracks": ("the size of the catalog the command generates", ("catalog size",)),
+    "--playlists": ("how many playlists the command generates", ("number of playlists",)),
     "--profile": ("a settings profile: tiny, small (or paper)", ("small",)),
     "--default-split": ("the split of records whose playlist is not in the catalog",
                         ("split for",)),

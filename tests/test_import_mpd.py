@@ -195,3 +195,83 @@ def test_corrupted_slices_error_cleanly_or_import(data, skip_invalid, as_text):
         run = lambda: import_mpd([f], out, test_size=1, valid_size=0,  # noqa: E731
                                  skip_invalid=skip_invalid)
         event(check_contract(run, out, [f], skip_invalid=skip_invalid, how=how))
+
+
+def _split_by_widening_days(playlists, n, rng):
+    """The split's first rule (day by day, O(days x playlists)): the reference."""
+    day = lambda p: (p.modified_at or 0) // DAY  # noqa: E731
+    pool = sorted(playlists, key=day, reverse=True)
+    chosen = []
+    for d in sorted({day(p) for p in pool}, reverse=True):
+        chosen = [p for p in pool if day(p) >= d]
+        if len(chosen) >= n:
+            break
+    return {p.id for p in rng.sample(chosen, min(n, len(chosen)))}
+
+
+@settings(max_examples=60, deadline=None)
+@given(days=st.lists(st.integers(0, 6), min_size=1, max_size=40), n=st.integers(1, 45),
+       seed=st.integers(0, 3))
+def test_the_split_from_the_date_order_picks_what_widening_day_by_day_picked(days, n, seed):
+    import random
+
+    from talkplay.data.dataset import Dataset
+    from talkplay.data.schema import Playlist
+    from talkplay.data.splits import chronological_split
+
+    pls = [Playlist(id=f"p{i}", track_ids=["a"], modified_at=T0 + d * DAY + i)
+           for i, d in enumerate(days)]
+    want = _split_by_widening_days(pls, n, random.Random(seed)) if n < len(pls) else None
+    if want is None:
+        return
+    ds = Dataset(tracks=[], playlists=pls)
+    chronological_split(ds, test_size=n, seed=seed)
+    assert {p.id for p in ds.playlists if p.split == "test"} == want
+
+
+def test_generated_mpd_slices_are_deterministic_mpd_shaped_and_import_identically(tmp_path):
+    from talkplay.data.mpd_synth import write_mpd_slices
+
+    files = write_mpd_slices(tmp_path / "a", 250, slice_size=100, seed=3)
+    assert [f.name for f in files] == ["mpd.slice.0-99.json", "mpd.slice.100-199.json",
+                                       "mpd.slice.200-249.json"]
+    # one slice written alone is byte for byte that slice of the whole run
+    alone = write_mpd_slices(tmp_path / "b", 250, slice_size=100, seed=3)
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(files, alone, strict=True))
+    other = write_mpd_slices(tmp_path / "c", 100, slice_size=100, seed=4)[0]
+    assert other.read_bytes() != files[0].read_bytes()
+    docs = [json.loads(f.read_text()) for f in files]
+    pls = [p for d in docs for p in d["playlists"]]
+    assert [p["pid"] for p in pls] == list(range(250))
+    assert all(5 <= p["num_tracks"] == len(p["tracks"]) <= 250 for p in pls)
+    assert set(pls[0]) == set(playlist(0, ["x"], 0)) and set(pls[0]["tracks"][0]) == set(track("x", 0))
+    # an interrupted run resumes: complete slices are kept, the rest written
+    files[2].unlink()
+    before = files[0].stat().st_mtime_ns
+    again = write_mpd_slices(tmp_path / "a", 250, slice_size=100, seed=3)
+    assert again[2].read_bytes() == alone[2].read_bytes()
+    assert files[0].stat().st_mtime_ns == before
+    # the importer takes them, and two imports write byte-identical tables
+    tables = []
+    for out in ("x", "y"):
+        res = import_mpd([tmp_path / "a"], tmp_path / out, test_size=20, valid_size=20)
+        assert len(res.dataset.playlists) == 250
+        manifest = json.loads((tmp_path / out / "manifest.json").read_text())
+        folder = tmp_path / out / manifest["tables"]
+        tables.append({f.name: f.read_bytes() for f in sorted(folder.iterdir())})
+    assert tables[0] == tables[1] and len(tables[0]) >= 2
+    popular = max(res.dataset.tracks, key=lambda t: t.popularity)
+    assert popular.popularity >= 10  # skewed: hits are in many playlists
+
+
+def test_synth_mpd_cli_writes_slices_the_mpd_import_takes(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["data", "synth-mpd", "--out", str(tmp_path / "s"), "--playlists",
+                              "150", "--slice-size", "100", "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
+        "mpd.slice.0-99.json", "mpd.slice.100-149.json"]
+    res = runner.invoke(app, ["data", "import", "mpd", str(tmp_path / "s"), "--out",
+                              str(tmp_path / "d"), "--test-size", "10", "--valid-size", "10"])
+    assert res.exit_code == 0, res.output
+    assert len(read_dataset(tmp_path / "d").playlists) == 150

@@ -56,3 +56,26 @@ def synth(
     print_counts(world.dataset, f"{out} (world, seed={seed})")
     console.print(f"split rule: {world.split_rule}")
     console.print(f"done in {elapsed:.1f} s")
+
+
+@data_app.command("synth-mpd")
+def synth_mpd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the slice files in.")],
+    playlists: Annotated[int, typer.Option(min=1, help="Number of playlists.")] = 10_000,
+    tracks: Annotated[int | None, typer.Option(
+        min=1, help="Catalog size (default: 2.3 per playlist, as MPD).")] = None,
+    slice_size: Annotated[int, typer.Option(min=1, help="Playlists per slice file.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed; every field is a function of it.")] = 0,
+) -> None:
+    """Write MPD-shaped slice files (the Million Playlist Dataset's JSON layout and skew, text
+    only) for scale tests: import them with `talkplay data import mpd OUT`."""
+    from talkplay.data.mpd_synth import write_mpd_slices
+
+    start = time.perf_counter()
+    n_files = -(-playlists // slice_size)
+    with progress_bar() as progress:
+        task = progress.add_task("writing slices", total=n_files)
+        files = write_mpd_slices(out, playlists, slice_size=slice_size, tracks=tracks, seed=seed,
+                                 on_slice=lambda _: progress.advance(task))
+    console.print(f"{len(files)} slice files, {playlists:,} playlists in {out} "
+                  f"({time.perf_counter() - start:.1f} s)")

@@ -64,14 +64,18 @@ def chronological_split(ds: Dataset, *, test_size: int, valid_size: int = 0, see
     order = sorted(ds.playlists, key=day, reverse=True)
 
     def take(pool: list, n: int) -> set[str]:
+        """Sample ``n`` of the latest days' playlists: all playlists of the latest days,
+        widened day by day until there are ``n`` (``pool`` is sorted by day, latest first, so
+        these days are a prefix of it: the one that ends with the n-th playlist's day)."""
         if n <= 0 or not pool:
             return set()
-        days = sorted({day(p) for p in pool}, reverse=True)
-        chosen: list = []
-        for d in days:
-            chosen = [p for p in pool if day(p) >= d]
-            if len(chosen) >= n:
-                break
+        end = len(pool)
+        if n < len(pool):
+            last = day(pool[n - 1])
+            end = n
+            while end < len(pool) and day(pool[end]) == last:
+                end += 1
+        chosen = pool[:end]
         return {p.id for p in rng.sample(chosen, min(n, len(chosen)))}
 
     test = take(order, test_size)
