@@ -86,10 +86,13 @@ def test_greedy_with_lookup_writes_the_same_tokens_in_fewer_forwards(monkeypatch
     assert torch.allclose(state.logits, again.logits, atol=1e-4)
 
 
-def test_sampling_with_lookup_keeps_the_distribution_of_plain_sampling(monkeypatch):
+@pytest.mark.parametrize("cfg", [Cfg(top_p=0.7, temperature=1.3), Cfg(top_p=1.0, top_k=2)],
+                         ids=["top-p", "top-k"])
+def test_sampling_with_lookup_keeps_the_distribution_of_plain_sampling(monkeypatch, cfg):
+    """After a refused draft token the next one comes from the filtered distribution without
+    it (not from a new top-k/top-p cut of what is left)."""
     model = tiny(6, seed=3)
     prompt = [0, 1, 2, 3, 4, 5, 1, 2, 0, 4, 3, 5, 2]
-    cfg = Cfg(top_p=0.95, temperature=1.3)
     new = 2
     # Plain sampling's exact law of the two tokens, from the model's full forward.
     exact = {}

@@ -627,10 +627,13 @@ def generate_text(model, prompt: Sequence[int] | DecodeState, cfg: Sampling,
     rejected: int | None = None  # the draft token just refused at this position
     while len(out) < max_new_tokens:
         logits = rules(state.logits)
-        if rejected is not None:  # the rest of the distribution (speculative sampling)
-            logits[rejected] = float("-inf")
+        if rejected is None:
+            tid = _pick(logits, cfg, gen)
+        else:  # speculative sampling: the filtered distribution without the refused token
+            probs = _probs(logits, cfg)
+            probs[rejected] = 0.0
+            tid = int(torch.multinomial(probs / probs.sum(), 1, generator=gen))
             rejected = None
-        tid = _pick(logits, cfg, gen)
         if tid in stops:
             break
         out.append(tid)
