@@ -439,3 +439,35 @@ def test_a_batch_of_turns_ranks_and_replies_as_one_turn_at_a_time(tiny_run, mode
         [[t.track_id for t in r.tracks] for r in alone]
     assert [r.reply for r in batch] == [r.reply for r in alone]
     assert any(r.reply for r in batch)
+
+
+@pytest.mark.slow
+def test_two_processes_evaluate_shards_and_merge_into_the_one_process_results(tiny_run, tmp_path):
+    """torchrun with 2 CPU processes (gloo): each ranks half of the targets; the merged
+    metrics, comparisons and prediction files equal a one-process evaluation's."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bin_dir = Path(sys.executable).parent
+    if not shutil.which("torchrun", path=str(bin_dir)):
+        pytest.skip("torchrun not installed")
+    data, run = tiny_run
+    args = ["evaluate", "--data", str(data), "--run-dir", str(run), "--systems",
+            "bm25,popularity,talkplay-beam", "--split", "valid", "--ks", "1,10,100"]
+    one = runner.invoke(app, [*args, "--out", str(tmp_path / "one")])
+    assert one.exit_code == 0, one.output
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    two = subprocess.run([str(bin_dir / "torchrun"), "--nproc_per_node", "2", "--master_port",
+                          "29533", str(bin_dir / "talkplay"), *args, "--out", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
+    assert a["targets"] == b["targets"] > 4 and (a["processes"], b["processes"]) == (1, 2)
+    for name in ("bm25", "popularity", "talkplay-beam"):
+        for part in ("micro", "macro", "by_turn", "warm", "cold", "counts"):
+            assert a["systems"][name][part] == b["systems"][name][part], (name, part)
+        pred = f"{name}.predictions.jsonl"
+        assert (tmp_path / "one" / pred).read_text() == (tmp_path / "two" / pred).read_text()
+    assert a["comparisons"] == b["comparisons"]

@@ -225,7 +225,10 @@ def evaluate(
              "talkplay-beam, talkplay-hybrid (and its ablations talkplay-hybrid-no-lm|bm25|dense|"
              "cooc|head), rrf (untuned fusion of bm25, dense, cooc, talkplay-beam), rrf-text.")
     ] = "bm25,dense,cooc,clap,popularity",
-    run: Annotated[Path | None, typer.Option(help="Fine-tuned run directory (talkplay systems).")] = None,
+    run: Annotated[Path | None, typer.Option(
+        "--run", "--run-dir", help="Fine-tuned run directory (talkplay systems). `--run-dir` "
+                                   "works under torchrun, which takes `--run` for its own "
+                                   "`--run-path`.")] = None,
     protocol: Annotated[str, typer.Option(help="auto, paper or cpcd (auto: cpcd for CPCD imports).")] = "auto",
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many test conversations.")] = None,
     ks: Annotated[str, typer.Option(help="Hit@K cut-offs, comma-separated.")] = KS,
@@ -263,6 +266,7 @@ def evaluate(
     from talkplay.evaluate.baselines import SYSTEMS, BaselineOptions
     from talkplay.evaluate.report import comparison_table, main_table, turn_table
     from talkplay.evaluate.run import evaluate as run_evaluate
+    from talkplay.evaluate.shards import start
 
     quiet_libraries()  # after the baselines import: bm25s sets its log level on import
     names = [s.strip() for s in systems.split(",") if s.strip()]
@@ -276,6 +280,7 @@ def evaluate(
             raise ValueError
     except ValueError:
         fail(f"--ks must be positive integers separated by commas, got {ks!r}")
+    rank, _ = start()  # several processes (torchrun / accelerate launch): shards of targets
     try:
         ds = read_dataset(data)
         options = BaselineOptions(decay=decay, track_weight=track_weight, text_model=text_model,
@@ -284,7 +289,7 @@ def evaluate(
                                              protocol=protocol, fit_limit=fit_limit, refit=refit,
                                              max_prompt_tokens=max_prompt_tokens,
                                              quantize=quantize)
-        with progress_bar() as bar:
+        with progress_bar(disable=rank != 0) as bar:
             tasks: dict[str, int] = {}
 
             def progress(name: str, done: int, total: int) -> None:
@@ -297,6 +302,8 @@ def evaluate(
                                    exclude_history=not keep_history,
                                    system_info={n: {"build_seconds": s}
                                                 for n, s in build_seconds.items()})
+        if rank != 0:  # the first process writes and prints the merged results
+            return
         write_manifest(out, data=data, run=run, systems=built, protocol=protocol,
                        resolved=results["protocol"], split=split, limit=limit, ks=cutoffs,
                        options=options, keep_history=keep_history)

@@ -115,7 +115,14 @@ def evaluate(dataset: Dataset, systems: dict[str, Recommender], *, protocol: str
         system_info: extra fields per system name for results.json (e.g. build seconds).
     Returns:
         The results dict written to results.json.
+
+    Under ``torchrun``/``accelerate launch`` (``shards.start`` called first) each process ranks
+    a shard of the targets and every process returns the merged results; only the first writes.
     """
+    from talkplay.evaluate.shards import run_sharded, world
+
+    if world()[0] != 0:
+        out_dir = None
     ks = tuple(sorted(set(ks)))
     name = resolve_protocol(dataset, protocol)
     targets = build_targets(dataset, name, split=split, limit=limit, exclude_history=exclude_history)
@@ -128,12 +135,12 @@ def evaluate(dataset: Dataset, systems: dict[str, Recommender], *, protocol: str
                      "conversations": len({t.conversation_id for t in targets}),
                      "clusters": bool(clusters),
                      "dropped_assistant_messages": sum(t.dropped_assistant for t in targets),
-                     "systems": {}}
+                     "processes": world()[1], "systems": {}}
     tracks = dataset.track_index()
     all_scored: dict[str, list[ScoredTarget]] = {}
     for sys_name, system in systems.items():
-        scored, rankings, infos, seconds = run_system(system, targets, ks=ks, cluster_of=clusters,
-                                                      progress=progress, label=sys_name)
+        scored, rankings, infos, seconds = run_sharded(system, targets, ks=ks, cluster_of=clusters,
+                                                       progress=progress, label=sys_name)
         all_scored[sys_name] = scored
         summary = summarize(targets=scored)
         entry = {"micro": summary.micro, "macro": summary.macro,
