@@ -275,3 +275,17 @@ def test_synth_mpd_cli_writes_slices_the_mpd_import_takes(tmp_path):
                               str(tmp_path / "d"), "--test-size", "10", "--valid-size", "10"])
     assert res.exit_code == 0, res.output
     assert len(read_dataset(tmp_path / "d").playlists) == 150
+
+
+def test_every_playlist_entry_shares_its_tracks_id_string(tmp_path):
+    """One string per track id, not one per playlist entry (memory at MPD's size)."""
+    from talkplay.data.errors import Collector
+    from talkplay.data.mpd import read_mpd
+    from talkplay.data.mpd_synth import write_mpd_slices
+
+    files = write_mpd_slices(tmp_path / "s", 120, slice_size=60, seed=2)
+    ds = read_mpd(files, Collector(False))
+    ids = {t.id: t.id for t in ds.tracks}
+    entries = [tid for p in ds.playlists for tid in p.track_ids]
+    assert len(entries) > 3 * len(ids)
+    assert all(tid is ids[tid] for tid in entries)

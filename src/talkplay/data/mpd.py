@@ -147,6 +147,9 @@ def read_mpd(files: list[Path], collector: Collector,
                 if uri not in tracks:  # the first occurrence's metadata names the track
                     tracks[uri] = Track(id=uri, title=title, artists=[artist] if artist else [],
                                         album=album, duration_ms=duration)
+            # One string object per track id, not one per entry (json.loads makes a new string
+            # for every occurrence: 66M of them at MPD's size, several GB).
+            playlist.track_ids = [tracks[uri].id for uri in playlist.track_ids]
             playlists.append(playlist)
         if on_file:
             on_file(path, len(playlists) - before)
