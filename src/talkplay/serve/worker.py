@@ -117,7 +117,8 @@ class GenerationQueue:
             live = [w for w in batch if w[2].set_running_or_notify_cancel()]
             if not live:
                 continue
-            self.batches[len(live)] = self.batches.get(len(live), 0) + 1
+            with self._lock:  # stats() reads it from the event loop
+                self.batches[len(live)] = self.batches.get(len(live), 0) + 1
             try:
                 answers = rec.recommend_batch(
                     [(list(p.history), k, set(p.exclude)) for _, (p, k), _ in live])
@@ -139,9 +140,10 @@ class GenerationQueue:
 
     def stats(self) -> dict:
         """Counters for the health endpoint."""
+        with self._lock:
+            batches = {str(n): c for n, c in sorted(self.batches.items())}
         return {"pending": self.pending, "max_pending": self.max_pending, "done": self.done,
-                "rejected": self.rejected, "max_batch": self.max_batch,
-                "batches": {str(n): c for n, c in sorted(self.batches.items())}}
+                "rejected": self.rejected, "max_batch": self.max_batch, "batches": batches}
 
     async def close(self) -> None:
         """Refuse new jobs and wait (without blocking the loop) for queued and running ones."""
