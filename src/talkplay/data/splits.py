@@ -10,8 +10,9 @@ from talkplay.data.dataset import Dataset
 
 def training_playlists(ds: Dataset) -> list[list[str]]:
     """Track-id sequences of the training playlists: all that item2vec, co-occurrence and
-    popularity may learn from (valid and test playlists never count)."""
-    return [list(p.track_ids) for p in ds.playlists if p.split == "train"]
+    popularity may learn from (valid and test playlists never count). The playlists' own lists,
+    not copies (a copy of MPD's 66M entries costs GB): read them, do not change them."""
+    return [p.track_ids for p in ds.playlists if p.split == "train"]
 
 
 def warm_ids(ds: Dataset) -> set[str]:

@@ -25,6 +25,27 @@ _ALPHA, _MIN_ALPHA = 0.025, 0.0001
 """gensim's default learning-rate schedule (start, end), decayed linearly over all epochs."""
 
 
+class Sentences:
+    """The playlists as gensim sentences, read again on every pass instead of copied (a corpus
+    iterable: MPD's 66M entries held twice would cost GB); playlists longer than gensim's limit
+    come in pieces, empty ones not at all."""
+
+    def __init__(self, playlists: Sequence[Sequence[str]]):
+        self.playlists = playlists
+
+    def __iter__(self):
+        for p in self.playlists:
+            if len(p) <= _MAX_SENTENCE:
+                if len(p):
+                    yield p if isinstance(p, list) else list(p)
+                continue
+            for i in range(0, len(p), _MAX_SENTENCE):
+                yield list(p[i:i + _MAX_SENTENCE])
+
+    def __len__(self) -> int:
+        return sum(-(-len(p) // _MAX_SENTENCE) for p in self.playlists)
+
+
 class Item2Vec:
     """A ``PlaylistEncoder`` built on gensim's Word2Vec (sg=1).
 
@@ -69,10 +90,8 @@ class Item2Vec:
         # gensim logs every epoch and save at INFO (with full lifecycle dicts); keep ours only.
         logging.getLogger("gensim").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
 
-        sentences = [list(p[i:i + _MAX_SENTENCE])
-                     for p in playlists for i in range(0, len(p), _MAX_SENTENCE)]
-        sentences = [s for s in sentences if s]
-        if not sentences:
+        sentences = Sentences(playlists)
+        if not len(sentences):
             return [], np.zeros((0, self.dim), dtype=np.float32)
         ckpt = Path(workdir) / "item2vec.model" if workdir is not None else None
         if ckpt is not None and ckpt.exists():
@@ -85,7 +104,7 @@ class Item2Vec:
             model.build_vocab(sentences)
             model.talkplay_epochs = 0
         log.info("item2vec: %d playlists, %d entries, %d tracks in vocabulary, dim=%d",
-                 len(sentences), sum(map(len, sentences)), len(model.wv), self.dim)
+                 len(sentences), sum(map(len, playlists)), len(model.wv), self.dim)
         # gensim overwrites model.alpha on every train call, so the schedule uses constants.
         a0, a1 = _ALPHA, _MIN_ALPHA
         for epoch in range(model.talkplay_epochs, self.epochs):
