@@ -2,16 +2,18 @@
 on MPD-shaped slices (``data.mpd_synth``), so that a run on the real Million Playlist Dataset can
 be planned.
 
-    .venv/bin/python benchmarks/scale.py [--playlists 10000,100000] [--stages generate,import]
-        [--work DIR] [--out DIR]
+    .venv/bin/python benchmarks/scale.py [--playlists 10000,100000,1000000]
+        [--stages generate,import,item2vec] [--item2vec-epochs 5] [--work DIR] [--out DIR]
 
 For each N: ``generate`` writes N playlists as MPD slice files (1,000 per file, seed 0; kept in
 ``--work`` and reused when already there), ``import`` runs ``talkplay data import mpd`` on them
-(1,000 test and 1,000 valid playlists) into a fresh directory. Each stage runs in its own child
+(1,000 test and 1,000 valid playlists) into a fresh directory, ``item2vec`` trains
+``embed.item2vec.Item2Vec`` over the imported training playlists (``--item2vec-epochs``, up to
+``--item2vec-max`` playlists). Each stage runs in its own child
 process, so its peak RSS (``wait4``'s ru_maxrss) is its own. Prints one row per (N, stage): wall
 seconds, playlists and entries per second, peak RSS, and the growth of time and memory from the
-previous N; writes ``OUT/scale.json`` and ``OUT/scale.png`` (log-log). Stages beyond the import
-(item2vec, embeddings, tokenizer, training, evaluation) are not in this report yet.
+previous N; writes ``OUT/scale.json`` and ``OUT/scale.png`` (log-log). Stages beyond item2vec
+(text embeddings, tokenizer, training, evaluation) are not in this report yet.
 """
 
 from __future__ import annotations
@@ -30,7 +32,15 @@ from rich.table import Table
 
 BIN = Path(sys.executable).parent
 console = Console(width=140)
-STAGES = ("generate", "import")
+STAGES = ("generate", "import", "item2vec")
+ITEM2VEC = """
+import sys
+from talkplay.data.dataset import read_dataset
+from talkplay.data.splits import training_playlists
+from talkplay.embed.item2vec import Item2Vec
+ids, vecs = Item2Vec(epochs=int(sys.argv[2])).fit(training_playlists(read_dataset(sys.argv[1])))
+print(len(ids))
+"""
 
 
 def run_child(cmd: list[str]) -> tuple[float, float]:
@@ -59,6 +69,11 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("scale-work"),
                     help="where slices and imports go (slices are reused)")
     ap.add_argument("--out", type=Path, default=Path("scale-results"))
+    ap.add_argument("--item2vec-epochs", type=int, default=5,
+                    help="item2vec epochs (dim 128, window 20, one worker thread; the default "
+                         "training uses 20: time grows linearly with epochs)")
+    ap.add_argument("--item2vec-max", type=int, default=100_000,
+                    help="largest N that runs item2vec")
     args = ap.parse_args()
     sizes = [int(x) for x in args.playlists.split(",") if x.strip()]
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -75,6 +90,12 @@ def main() -> None:
                 if (slices / f"mpd.slice.{(n - 1) // 1000 * 1000}-{n - 1}.json").exists():
                     console.print(f"{n}: slices already in {slices} (generate not timed)")
                     continue
+            elif stage == "item2vec":
+                if n > args.item2vec_max:
+                    console.print(f"{n}: item2vec skipped (--item2vec-max {args.item2vec_max})")
+                    continue
+                cmd = [sys.executable, "-c", ITEM2VEC, str(args.work / f"import-{n}"),
+                       str(args.item2vec_epochs)]
             else:
                 out = args.work / f"import-{n}"
                 shutil.rmtree(out, ignore_errors=True)
@@ -88,7 +109,8 @@ def main() -> None:
         for r in rows:
             if r["playlists"] == n:
                 r["entries"] = n_entries
-    table = Table(title=f"data stages on MPD-shaped slices ({os.cpu_count()} CPUs)")
+    table = Table(title=f"data stages on MPD-shaped slices ({os.cpu_count()} CPUs; item2vec: "
+                        f"{args.item2vec_epochs} epochs)")
     for col in ("playlists", "entries", "stage", "seconds", "playlists/s", "entries/s",
                 "peak RSS GB", "time x", "memory x"):
         table.add_column(col, justify="left" if col == "stage" else "right")
