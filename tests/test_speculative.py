@@ -5,26 +5,16 @@ on a six-token vocabulary), and drafts really are accepted."""
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
 from scipy.stats import chisquare
+from test_engine import Cfg  # the sampling parameters of the engine tests
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import talkplay.recommend.engine as engine
 from talkplay.recommend.engine import _lookup_draft, _probs, copy_state, generate_text, prefill
-
-
-@dataclass
-class Cfg:
-    temperature: float = 1.0
-    top_p: float = 0.9
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    greedy: bool = False
-    seed: int = 0
 
 
 def tiny(vocab: int, seed: int = 0, init: float = 0.02) -> LlamaForCausalLM:
