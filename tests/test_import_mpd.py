@@ -289,3 +289,55 @@ def test_every_playlist_entry_shares_its_tracks_id_string(tmp_path):
     entries = [tid for p in ds.playlists for tid in p.track_ids]
     assert len(entries) > 3 * len(ids)
     assert all(tid is ids[tid] for tid in entries)
+
+
+def _tables(out: Path) -> dict[str, bytes]:
+    folder = out / json.loads((out / "manifest.json").read_text())["tables"]
+    return {f.name: f.read_bytes() for f in sorted(folder.iterdir())}
+
+
+@pytest.mark.slow
+def test_an_import_killed_half_way_leaves_a_valid_dataset_and_reruns(tmp_path):
+    """SIGKILL at several moments (reading slices, splitting, writing tables): the directory
+    holds the earlier dataset, whole, or nothing; the rerun writes what an uninterrupted
+    import writes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from talkplay.data.mpd_synth import write_mpd_slices
+
+    slices = tmp_path / "slices"
+    write_mpd_slices(slices, 6000, seed=5)
+    talkplay = str(Path(sys.executable).parent / "talkplay")
+    args = ["data", "import", "mpd", str(slices), "--test-size", "100", "--valid-size", "100"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference = tmp_path / "reference"
+    subprocess.run([talkplay, *args, "--out", str(reference)], env=env, check=True,
+                   capture_output=True)
+    earlier = tmp_path / "earlier"  # a dataset already there, from other slices
+    write_mpd_slices(tmp_path / "other", 400, seed=9)
+    import_mpd([tmp_path / "other"], earlier, test_size=10, valid_size=10)
+    before = _tables(earlier)
+    for delay in (0.5, 1.5, 2.0, 2.3, 2.6, 3.0, 4.5):  # this machine: writing at about 2-3 s
+        for out in (earlier, tmp_path / f"fresh-{delay}"):
+            proc = subprocess.Popen([talkplay, *args, "--out", str(out)], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            if (out / "manifest.json").exists():  # whole: the earlier one, or a finished import
+                tables = _tables(out)
+                assert tables in (before, _tables(reference)), (delay, out)
+                read_dataset(out)
+            else:
+                assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
+            if out == earlier and _tables(out) != before:
+                before = _tables(out)  # the import had finished before the kill
+    for out in (earlier, tmp_path / "fresh-0.5"):  # killed before anything was written
+        subprocess.run([talkplay, *args, "--out", str(out)], env=env, check=True,
+                       capture_output=True)
+        assert _tables(out) == _tables(reference)
+        assert len(list(out.glob("tables-*"))) == 1  # a killed writer's folder is gone
