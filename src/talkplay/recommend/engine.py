@@ -265,6 +265,24 @@ def _probs(logits: torch.Tensor, cfg: Sampling) -> torch.Tensor:
     return torch.softmax(logits, -1)
 
 
+def _apply_rules(logits: torch.Tensor, ids: Sequence[int], cfg: Sampling,
+                 banned: torch.Tensor, guard: Callable[[Sequence[int]], Sequence[int]] | None
+                 ) -> torch.Tensor:
+    """A copy of the next-token ``logits`` after ``ids`` (every token fed so far) with the
+    repetition penalty applied and the banned tokens and the guard's tokens set to -inf."""
+    logits = logits.clone()
+    if cfg.repetition_penalty != 1.0:
+        seen = torch.tensor(sorted(set(ids)), dtype=torch.int64)
+        logits[seen] = _penalise(logits[seen], seen, set(ids), cfg.repetition_penalty)
+    if len(banned):
+        logits[banned] = float("-inf")
+    if guard is not None:
+        now = guard(ids)
+        if len(now):
+            logits[torch.as_tensor(now, dtype=torch.int64)] = float("-inf")
+    return logits
+
+
 def _pick(logits: torch.Tensor, cfg: Sampling, generator: torch.Generator) -> int:
     """Index into logits [j] (float32, CPU): argmax, or a sample after temperature/top-k/top-p."""
     if cfg.greedy:
@@ -601,18 +619,7 @@ def generate_text(model, prompt: Sequence[int] | DecodeState, cfg: Sampling,
     stops = {int(s) for s in stop_ids}
 
     def rules(logits: torch.Tensor) -> torch.Tensor:
-        """The next-token logits after the penalty, the banned tokens and the guard."""
-        logits = logits.clone()
-        if cfg.repetition_penalty != 1.0:
-            seen = torch.tensor(sorted(set(state.ids)), dtype=torch.int64)
-            logits[seen] = _penalise(logits[seen], seen, set(state.ids), cfg.repetition_penalty)
-        if len(banned):
-            logits[banned] = float("-inf")
-        if guard is not None:
-            now = guard(state.ids)
-            if len(now):
-                logits[torch.as_tensor(now, dtype=torch.int64)] = float("-inf")
-        return logits
+        return _apply_rules(logits, state.ids, cfg, banned, guard)
 
     out: list[int] = []
     if lookup == 0:
@@ -709,17 +716,7 @@ def generate_texts(model, states: Sequence[DecodeState], cfg: Sampling,
     for step in range(max_new_tokens):
         feed_rows, tokens = [], []
         for b, i in enumerate(rows):
-            row = logits[i].clone()
-            if cfg.repetition_penalty != 1.0:
-                seen = torch.tensor(sorted(set(ids[i])), dtype=torch.int64)
-                row[seen] = _penalise(row[seen], seen, set(ids[i]), cfg.repetition_penalty)
-            if len(banned):
-                row[banned] = float("-inf")
-            if rule[i] is not None:
-                now = rule[i](ids[i])
-                if len(now):
-                    row[torch.as_tensor(now, dtype=torch.int64)] = float("-inf")
-            tid = _pick(row, cfg, gens[i])
+            tid = _pick(_apply_rules(logits[i], ids[i], cfg, banned, rule[i]), cfg, gens[i])
             if tid in stops:
                 continue
             out[i].append(tid)
