@@ -753,10 +753,11 @@ def _left_padded(model, caches: Sequence[Any], lengths: Sequence[int]) -> tuple[
     for b, n in enumerate(lengths):
         mask[b, longest - n:] = 1
     batch = DynamicCache()
-    for layer in range(len(_layers(caches[0]))):
+    per_cache = [_layers(c) for c in caches]
+    for layer in range(len(per_cache[0])):
         keys, values = [], []
-        for c, n in zip(caches, lengths, strict=True):
-            k, v = _layers(c)[layer]
+        for c, n in zip(per_cache, lengths, strict=True):
+            k, v = c[layer]
             k, v = k[:, :, :n], v[:, :, :n]
             pad = (0, 0, longest - n, 0)  # left-pad the sequence dimension
             keys.append(torch.nn.functional.pad(k, pad))
