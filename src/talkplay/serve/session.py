@@ -183,7 +183,17 @@ def run_pending(recommender: Recommender, pending: Pending, k: int) -> Recommend
         The recommendation, with tracks in ``pending.exclude`` removed in case the
         recommender ignored ``exclude``.
     """
-    rec = recommender.recommend(list(pending.history), k, set(pending.exclude))
+    return trim(recommender.recommend(*request(pending, k)), pending, k)
+
+
+def request(pending: Pending, k: int) -> tuple[list[Message], int, set[str]]:
+    """The (history, k, exclude) a recommender is called with for ``pending``."""
+    return list(pending.history), k, set(pending.exclude)
+
+
+def trim(rec: Recommendation, pending: Pending, k: int) -> Recommendation:
+    """``rec`` without the tracks in ``pending.exclude`` (in case the recommender ignored
+    ``exclude``), cut to ``k``."""
     rec.tracks = [t for t in rec.tracks if t.track_id not in pending.exclude][:k]
     return rec
 

@@ -104,7 +104,7 @@ class GenerationQueue:
     def _drain(self) -> None:
         """Worker thread: answer waiting turns, up to ``max_batch`` of one recommender at a
         time, until none is left."""
-        from talkplay.serve.session import run_pending
+        from talkplay.serve.session import request, run_pending, trim
 
         while True:
             with self._lock:
@@ -120,11 +120,9 @@ class GenerationQueue:
             with self._lock:  # stats() reads it from the event loop
                 self.batches[len(live)] = self.batches.get(len(live), 0) + 1
             try:
-                answers = rec.recommend_batch(
-                    [(list(p.history), k, set(p.exclude)) for _, (p, k), _ in live])
+                answers = rec.recommend_batch([request(p, k) for _, (p, k), _ in live])
                 for (_, (p, k), future), answer in zip(live, answers, strict=True):
-                    answer.tracks = [t for t in answer.tracks if t.track_id not in p.exclude][:k]
-                    future.set_result(answer)
+                    future.set_result(trim(answer, p, k))
             except Exception:  # one bad turn must not fail the others: answer each alone
                 log.warning("a batch of %d turns failed; answering them one by one", len(live),
                             exc_info=True)
