@@ -62,6 +62,7 @@ class ReplyGuard:
         self.tokenizer = tokenizer
         self.tags = sorted(claim_tags(self.tracks.values()))
         self._ids: dict[str, list[tuple[int, ...]]] = {}
+        self._sorted: tuple[list[str], list[int]] | None = None
 
     def _sequences(self, phrase: str) -> list[tuple[int, ...]]:
         if phrase not in self._ids:
@@ -84,7 +85,7 @@ class ReplyGuard:
 
     def _strings(self) -> tuple[list[str], list[int]]:
         """Every token's text, sorted, with its id (built on the first quoted lyric)."""
-        if not hasattr(self, "_sorted"):
+        if self._sorted is None:
             texts = [self.tokenizer.decode([i]) for i in range(len(self.tokenizer))]
             order = sorted(range(len(texts)), key=texts.__getitem__)
             self._sorted = ([texts[i] for i in order], order)
