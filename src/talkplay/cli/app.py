@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -26,6 +26,14 @@ app = typer.Typer(
 data_app = typer.Typer(help="Build, import and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console()
+
+# The --quantize option of every command that loads a TalkPlay model (evaluate, chat, serve).
+QuantizeOpt = Annotated[str, typer.Option(
+    help="TalkPlay systems: none (float32 weights), bf16 (bfloat16 weights: faster on CPUs "
+         "with bfloat16 units, rankings barely move), int8 (every linear layer int8 for CPU "
+         "inference: faster, rankings move), int8-reply or bf16-int8-reply (the float32 or "
+         "bfloat16 model ranks, an int8 copy writes the reply).")]
+
 T = TypeVar("T")
 NOISY_LOGGERS = ("faiss", "faiss.loader", "bm25s", "sentence_transformers", "matplotlib", "httpx",
                  "transformers")

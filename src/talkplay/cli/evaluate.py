@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.markdown import Markdown
 
-from talkplay.cli.app import app, console, fail, progress_bar, quiet_libraries
+from talkplay.cli.app import QuantizeOpt, app, console, fail, progress_bar, quiet_libraries
 from talkplay.data.dataset import Dataset, read_dataset
 from talkplay.data.errors import DataError
 from talkplay.io import MANIFEST, atomic_path, make_manifest, write_json
@@ -248,11 +248,7 @@ def evaluate(
                      "(default: the training context minus 64).")] = None,
     refit: Annotated[bool, typer.Option(
         help="talkplay-hybrid: fit the weights again even if RUN/hybrid.json has them.")] = False,
-    quantize: Annotated[str, typer.Option(
-        help="TalkPlay systems: none (float32 weights), bf16 (bfloat16 weights: faster on CPUs "
-             "with bfloat16 units, rankings barely move), int8 (every linear layer int8 for CPU "
-             "inference: faster, rankings move), int8-reply or bf16-int8-reply (the float32 or "
-             "bfloat16 model ranks, an int8 copy writes the reply).")] = "none",
+    quantize: QuantizeOpt = "none",
     reply_guard: Annotated[bool, typer.Option(
         help="--replies: TalkPlay replies may not use the catalog's tag, decade and year words "
              "that are false of the recommended track (--no-reply-guard: the model alone).")] = True,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from talkplay.cli.app import app, console, fail, quiet_libraries
+from talkplay.cli.app import QuantizeOpt, app, console, fail, quiet_libraries
 from talkplay.data.errors import DataError
 
 RunOpt = Annotated[Path | None, typer.Option("--run", help="Fine-tuned TalkPlay run directory.")]
@@ -17,11 +17,6 @@ SystemOpt = Annotated[str | None, typer.Option(
                      "--data), or with --run the run's talkplay-hybrid (weights fit by evaluate).")]
 DataOpt = Annotated[Path | None, typer.Option(
     "--data", "-d", help="Dataset directory (default: the one the run was trained on).")]
-QuantizeOpt = Annotated[str, typer.Option(
-    help="TalkPlay systems: none (float32 weights), bf16 (bfloat16 weights: faster on CPUs "
-         "with bfloat16 units, rankings barely move), int8 (every linear layer int8 for CPU "
-         "inference: faster, rankings move), int8-reply or bf16-int8-reply (the float32 or "
-         "bfloat16 model ranks, an int8 copy writes the reply).")]
 
 
 def _load(run: Path | None, system: str | None, data: Path | None, quantize: str = "none"):
