@@ -10,6 +10,19 @@ last, wall clock (data preparation and logging included for both).
 
 Prints both rows and the ratio ours / Trainer (> 1: ours is faster).
 
+``--base random:llama-3.2-1b`` builds the paper's model shape (Llama-3.2-1B, 1.24B parameters)
+from its config with random weights, so the paper's size is measured with no download; on a
+GPU each row also gives the model FLOPs utilisation (MFU, ``talkplay.train.flops``: FLOPs of the
+work really done over the device's dense bf16 peak) and the peak GPU memory. ``--turns 60
+--playlist-share 0`` makes every sequence fill the context (a batch of 32 x 1024 is then 32k
+real tokens; the renderer cuts long conversations into windows, so fill is about 0.93),
+``--grad-accum`` splits a step into micro-batches (the 1B shape's activations for 32 x 1024
+tokens do not fit 139 GB at once), ``--baseline none`` runs our loop alone:
+
+    python benchmarks/train_throughput.py --base random:llama-3.2-1b --precision bf16 \
+        --batch-size 16 --grad-accum 2 --context-length 1024 --turns 60 --playlist-share 0 \
+        --steps 8 --repeats 1 --baseline none
+
 ``--precision`` (auto | bf16 | fp32, as ``talkplay train``) applies to both systems. With
 ``--baseline ours-fp32`` the baseline is our own loop in fp32 instead of the Trainer, which
 measures what bf16 autocast buys on this machine (on CPUs with AMX, bf16 is the default).
@@ -36,10 +49,12 @@ def _profile(args):
     prof = profile("tiny")
     prof.model.base = args.base
     t = prof.train
-    t.max_steps, t.batch_size, t.grad_accum = args.steps, args.batch_size, 1
+    t.max_steps, t.batch_size, t.grad_accum = args.steps, args.batch_size, args.grad_accum
     t.lr, t.warmup_steps, t.context_length = 1e-4, 0, args.context_length
     t.eval_every = t.save_every = 10**9  # the final evaluation/save happen after timing ends
     t.precision = args.precision
+    if args.playlist_share is not None:
+        t.playlist_share = args.playlist_share
     return prof
 
 
@@ -51,8 +66,14 @@ def run_ours(args, work: Path) -> dict:
     rows = [json.loads(x) for x in (work / "ours" / "metrics.jsonl").read_text().splitlines()]
     # Wall time from the end of step 1 to the end of the last step (data, logging included).
     tokens = sum(r["tokens_per_s"] * r["seconds"] for r in rows[1:])
-    return {"tokens_per_s": tokens / (rows[-1]["elapsed_s"] - rows[0]["elapsed_s"]),
-            "train_ce": [round(r["train_ce"], 4) for r in rows]}
+    out = {"tokens_per_s": tokens / (rows[-1]["elapsed_s"] - rows[0]["elapsed_s"]),
+           "train_ce": [round(r["train_ce"], 4) for r in rows],
+           "fill": sum(r["fill"] for r in rows) / len(rows)}
+    if "mfu" in rows[-1]:  # a GPU with a known peak: FLOPs of the timed steps over their time
+        flops = sum(r["mfu"] * r["seconds"] for r in rows[1:])
+        out["mfu"] = flops / sum(r["seconds"] for r in rows[1:])
+        out["mfu_steps"] = [round(r["mfu"], 3) for r in rows]
+    return out
 
 
 def run_trainer(args, work: Path) -> dict:
@@ -109,11 +130,17 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--context-length", type=int, default=512)
+    p.add_argument("--grad-accum", type=int, default=1,
+                   help="micro-batches per step (our loop only; the Trainer baseline needs 1)")
     p.add_argument("--repeats", type=int, default=2, help="runs per system (best is kept)")
     p.add_argument("--trainer-first", action="store_true", help="run the baseline first")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
-    p.add_argument("--baseline", default="trainer", choices=["trainer", "ours-fp32"],
-                   help="what ours is compared with")
+    p.add_argument("--turns", type=int, default=4,
+                   help="exchanges per toy conversation (40 fills a 1024-token context)")
+    p.add_argument("--playlist-share", type=float, default=None,
+                   help="share of playlist sequences in a batch (default: the profile's)")
+    p.add_argument("--baseline", default="trainer", choices=["trainer", "ours-fp32", "none"],
+                   help="what ours is compared with (none: our loop alone)")
     p.add_argument("--only", choices=["ours", "trainer", "ours-fp32"], help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -122,6 +149,10 @@ def main() -> None:
             args.precision = "fp32"
         out = (run_trainer if args.only == "trainer" else run_ours)(args, args.work)
         out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        import torch
+
+        if torch.cuda.is_available():
+            out["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
         print("RESULT " + json.dumps(out))
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -129,17 +160,20 @@ def main() -> None:
         if args.data is None:
             from talkplay.train.toy import toy_dataset
 
-            args.data = toy_dataset(work / "data", n_conversations=48, turns=4)
+            args.data = toy_dataset(work / "data", n_conversations=48, turns=args.turns)
         res: dict[str, dict] = {}
         base = args.baseline
-        order = (base, "ours") if args.trainer_first else ("ours", base)
+        order = ("ours",) if base == "none" else (base, "ours") if args.trainer_first else ("ours", base)
         # Alternate the systems and keep each one's best run: on a shared machine the load
         # changes between runs, and the best run is the least disturbed one.
         for name in [n for _ in range(args.repeats) for n in order]:
             cmd = [sys.executable, __file__, "--only", name, "--work", str(work),
                    "--data", str(args.data), "--base", args.base, "--steps", str(args.steps),
                    "--batch-size", str(args.batch_size), "--context-length",
-                   str(args.context_length), "--precision", args.precision]
+                   str(args.context_length), "--precision", args.precision,
+                   "--grad-accum", str(args.grad_accum)]
+            if args.playlist_share is not None:
+                cmd += ["--playlist-share", str(args.playlist_share)]
             out = subprocess.run(cmd, capture_output=True, text=True)
             line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
             if out.returncode or not line:
@@ -149,12 +183,14 @@ def main() -> None:
             if name not in res or r["tokens_per_s"] > res[name]["tokens_per_s"]:
                 res[name] = r
     for name, r in res.items():
-        print(f"{name:9s} {r['tokens_per_s']:9.1f} tokens/s  peak RSS {r['peak_rss_gb']:.2f} GB  "
-              f"loss {r['train_ce']}")
-    print(f"ratio ours ({args.precision}) / {base}: "
-          f"{res['ours']['tokens_per_s'] / res[base]['tokens_per_s']:.2f}x throughput, "
-          f"{res['ours']['peak_rss_gb'] / res[base]['peak_rss_gb']:.2f}x peak memory")
-
+        extra = "".join(f"  {k} {r[k]:.2f} GB" for k in ("peak_gpu_gb",) if k in r)
+        extra += f"  MFU {100 * r['mfu']:.1f}% (steps {r['mfu_steps']})" if "mfu" in r else ""
+        print(f"{name:9s} {r['tokens_per_s']:9.1f} tokens/s  peak RSS {r['peak_rss_gb']:.2f} GB"
+              f"{extra}  fill {r.get('fill', float('nan')):.2f}  loss {r['train_ce']}")
+    if base != "none":
+        print(f"ratio ours ({args.precision}) / {base}: "
+              f"{res['ours']['tokens_per_s'] / res[base]['tokens_per_s']:.2f}x throughput, "
+              f"{res['ours']['peak_rss_gb'] / res[base]['peak_rss_gb']:.2f}x peak memory")
 
 if __name__ == "__main__":
     main()

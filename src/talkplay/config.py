@@ -63,7 +63,9 @@ class ModelConfig:
 
     base: str = "smollm2"
     """"smollm2" (packaged SmolLM2-135M-Instruct), "tiny" (small Llama from config, for tests),
-    or any Hugging Face causal-LM name or local path (e.g. meta-llama/Llama-3.2-1B-Instruct)."""
+    "random:llama-3.2-1b" / "random:smollm2-135m" (a published shape with random weights, for
+    throughput benchmarks), or any Hugging Face causal-LM name or local path (e.g.
+    meta-llama/Llama-3.2-1B-Instruct)."""
     tiny_layers: int = 2
     tiny_hidden: int = 64
 

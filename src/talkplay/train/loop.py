@@ -51,7 +51,7 @@ from talkplay.lm.vocab import MusicVocab, expand_vocabulary
 from talkplay.tokenize import grammar
 from talkplay.tokenize.codebook import Codebook
 from talkplay.train.data import PLAYLIST, Renderer, TrainData, build_splits, collate, valid_batches
-from talkplay.train.flops import flops_per_token, peak_flops
+from talkplay.train.flops import TrainFlops, peak_flops
 from talkplay.train.losses import (
     IGNORE,
     dense_contrastive_loss,
@@ -315,8 +315,7 @@ def _losses(s: Setup, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Te
         ``(ce [B, N] fp32, sim scalar, dense scalar (0 without a head), target [B, N])``;
         N = kept positions.
     """
-    labels = batch["labels"]  # [B, T]
-    keep = (labels[:, 1:] != IGNORE).any(0).nonzero().flatten()  # [N] positions t
+    labels, keep = batch["labels"], batch["keep"]  # [B, T], [N] positions t
     target = labels[:, keep + 1]  # [B, N]: the token each kept position predicts
     extra = {"logits_to_keep": keep} if s.keep_logits else {}
     with s.acc.autocast():
@@ -353,6 +352,21 @@ def _dense_keys(s: Setup, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return s.content[pick.to(s.content.device)], torch.searchsorted(pick, rows.cpu()).to(rows.device)
 
 
+def _batch(s: Setup, samples: list) -> tuple[dict, torch.Tensor, int]:
+    """One micro-batch on the device, with ``keep`` (the positions whose next token is
+    labelled in any row); and, from the host copy, each sequence's real length [B] and the
+    count of real positions that go through the LM head. Everything that needs a value is
+    computed on the host before the copy, so a training step waits for the device once, when
+    its metrics are logged, not at every micro-batch."""
+    b = collate(samples, s.tokenizer.pad_token_id)
+    keep = b["keep"] = (b["labels"][:, 1:] != IGNORE).any(0).nonzero().flatten()
+    lengths = b["attention_mask"].sum(1)
+    head = int((keep[None, :] < lengths[:, None]).sum())
+    pin = s.acc.device.type == "cuda"
+    return ({k: (v.pin_memory() if pin else v).to(s.acc.device, non_blocking=pin)
+             for k, v in b.items()}, lengths, head)
+
+
 def _ce_sums(ce_tok: torch.Tensor, target: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
     """[conv CE sum, conv labels, playlist CE sum, playlist labels] of one micro-batch."""
     lab = (target != IGNORE).float()  # [B, N]
@@ -370,7 +384,7 @@ def evaluate(s: Setup) -> dict:
         s.head.eval()
     sums = torch.zeros(6, device=s.acc.device)
     for batch in s.valid[s.acc.process_index::s.acc.num_processes]:
-        b = {k: v.to(s.acc.device) for k, v in collate(batch, s.tokenizer.pad_token_id).items()}
+        b, _, _ = _batch(s, batch)
         ce_tok, _, dense, target = _losses(s, b)
         sums[:4] += _ce_sums(ce_tok, target, b["kind"])
         sums[4] += dense * len(b["music_row"])
@@ -399,16 +413,19 @@ def fit(s: Setup, report: Callable[[dict], None] | None = None) -> dict:
     tc, acc, run = s.prof.train, s.acc, s.run_dir
     start, rows = time.time(), []
     peak = peak_flops(acc.device)  # None on CPUs and unlisted GPUs: no "mfu" then
-    per_token = flops_per_token(acc.unwrap_model(s.model), tc.context_length) if peak else 0.0
+    flops = TrainFlops(acc.unwrap_model(s.model)) if peak else None
     s.model.train()
     last_eval = None
     while s.step < tc.max_steps:
         t0 = time.time()
-        sums, sim_sum, dense_sum = torch.zeros(4, device=acc.device), 0.0, 0.0
+        # Metrics stay on the device until the step is logged (one host-device sync a step).
+        sums = torch.zeros(6, device=acc.device)  # 4 CE sums, self-sim, dense
         tokens = padded = 0
+        step_flops = 0.0
         for micro in range(tc.grad_accum):
-            batch = s.data.next_batch()
-            b = {k: v.to(acc.device) for k, v in collate(batch, s.tokenizer.pad_token_id).items()}
+            b, lengths, head_positions = _batch(s, s.data.next_batch())
+            tokens += int(lengths.sum())
+            padded += b["attention_mask"].numel()
             sync = micro == tc.grad_accum - 1  # DDP all-reduce only on the last micro-batch
             with contextlib.nullcontext() if sync else acc.no_sync(s.model):
                 ce_tok, sim, dense, target = _losses(s, b)
@@ -418,11 +435,11 @@ def fit(s: Setup, report: Callable[[dict], None] | None = None) -> dict:
                 ce = ce_tok.sum() / n_lab
                 loss = ce + tc.self_sim_lambda * sim + tc.dense_head * dense
                 acc.backward(loss / tc.grad_accum)
-            sums += _ce_sums(ce_tok, target, b["kind"])
-            sim_sum += sim.item() / tc.grad_accum
-            dense_sum += dense.item() / tc.grad_accum
-            tokens += int(b["attention_mask"].sum())
-            padded += b["attention_mask"].numel()
+            sums[:4] += _ce_sums(ce_tok, target, b["kind"])
+            sums[4] += sim.detach() / tc.grad_accum
+            sums[5] += dense.detach() / tc.grad_accum
+            if flops is not None:
+                step_flops += flops.step(lengths, head_positions)
         grad_norm = acc.clip_grad_norm_(_trained(s), tc.clip_grad) if tc.clip_grad else None
         lr = s.scheduler.get_last_lr()[0]  # the rate this step uses
         s.optimizer.step()
@@ -430,20 +447,21 @@ def fit(s: Setup, report: Callable[[dict], None] | None = None) -> dict:
         s.optimizer.zero_grad(set_to_none=True)
         s.step += 1
 
-        g = acc.reduce(torch.tensor([*sums.tolist(), sim_sum, tokens, padded, dense_sum],
-                                    device=acc.device, dtype=torch.float64), "sum")
+        host = torch.tensor([tokens, padded, step_flops], dtype=torch.float64)
+        g = acc.reduce(torch.cat([sums.double(), host.to(acc.device)]), "sum").cpu()
+        # g: 4 CE sums, self-sim, dense, real tokens, padded tokens, FLOPs (all processes)
         dt = time.time() - t0
         row = {"step": s.step, "train_ce": (g[0] + g[2]).item() / max(1.0, (g[1] + g[3]).item()),
                "train_ce_conversation": g[0].item() / max(1.0, g[1].item()) if g[1] else None,
                "train_ce_playlist": g[2].item() / max(1.0, g[3].item()) if g[3] else None,
                "self_sim": g[4].item() / acc.num_processes, "lr": lr,
                "grad_norm": float(grad_norm) if grad_norm is not None else None,
-               "tokens_per_s": g[5].item() / dt, "fill": g[5].item() / g[6].item(),
+               "tokens_per_s": g[6].item() / dt, "fill": g[6].item() / g[7].item(),
                "seconds": round(dt, 4), "elapsed_s": round(time.time() - start, 3)}
         if peak:  # model FLOPs utilisation over every process's device
-            row["mfu"] = per_token * row["tokens_per_s"] / (peak * acc.num_processes)
+            row["mfu"] = g[8].item() / dt / (peak * acc.num_processes)
         if s.head is not None:
-            row["dense"] = g[7].item() / acc.num_processes
+            row["dense"] = g[5].item() / acc.num_processes
         # Every process must agree on the budget spent (the learning rate depends on it) and on
         # stopping, or DDP hangs on the next all-reduce: use the processes' mean elapsed time.
         elapsed = acc.reduce(torch.tensor(time.time() - start, device=acc.device,
