@@ -471,3 +471,16 @@ def test_two_processes_evaluate_shards_and_merge_into_the_one_process_results(ti
         pred = f"{name}.predictions.jsonl"
         assert (tmp_path / "one" / pred).read_text() == (tmp_path / "two" / pred).read_text()
     assert a["comparisons"] == b["comparisons"]
+
+    # Launched as two nodes (torchrun --nnodes 2 --node_rank R --master_addr ...; both on this
+    # machine): the same merged results as one process.
+    from launch import torchrun_nodes
+
+    for done in torchrun_nodes([str(bin_dir / "talkplay"), *args, "--out", str(tmp_path / "nodes")]):
+        assert done.returncode == 0, done.stderr[-3000:]
+    c = json.loads((tmp_path / "nodes" / "results.json").read_text())
+    assert c["processes"] == 2
+    for name in ("bm25", "popularity", "talkplay-beam"):
+        for part in ("micro", "macro", "by_turn", "warm", "cold", "counts"):
+            assert c["systems"][name][part] == a["systems"][name][part], (name, part)
+    assert c["comparisons"] == a["comparisons"]

@@ -218,6 +218,19 @@ def test_two_processes_train_in_step(data, tmp_path):
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in rows] == [1, 2, 3, 4] and rows[-1]["train_ce"] < rows[0]["train_ce"]
 
+    # The same job launched as two nodes of one process each (torchrun --nnodes 2 --node_rank R
+    # --master_addr ...; here both nodes are this machine): the same global ranks, shards and
+    # all-reduces, so the same weights, bit for bit, and the same losses.
+    from launch import torchrun_nodes
+
+    nodes = tmp_path / "nodes"
+    for done in torchrun_nodes(_cli(data, nodes, "--max-steps", "4")):
+        assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads((nodes / "summary.json").read_text())
+    assert two["num_processes"] == 2 and two["weights_sha256"] == [a, a]
+    again = [json.loads(x) for x in (nodes / "metrics.jsonl").read_text().splitlines()]
+    assert [x["train_ce"] for x in again] == [x["train_ce"] for x in rows]
+
 
 def test_cli_reports_a_missing_codebook_without_a_traceback(tmp_path):
     (tmp_path / "empty").mkdir()
