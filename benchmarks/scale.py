@@ -9,11 +9,13 @@ For each N: ``generate`` writes N playlists as MPD slice files (1,000 per file, 
 ``--work`` and reused when already there), ``import`` runs ``talkplay data import mpd`` on them
 (1,000 test and 1,000 valid playlists) into a fresh directory, ``item2vec`` trains
 ``embed.item2vec.Item2Vec`` over the imported training playlists (``--item2vec-epochs``, up to
-``--item2vec-max`` playlists). Each stage runs in its own child
+``--item2vec-max`` playlists), ``catalog`` builds the lookup index (``CodeIndex``) and the
+decoding trie (``CatalogTrie``) over as many tracks as the import holds (random codes, K = 1024
+per modality, as ``benchmarks/lookup.py``). Each stage runs in its own child
 process, so its peak RSS (``wait4``'s ru_maxrss) is its own. Prints one row per (N, stage): wall
 seconds, playlists and entries per second, peak RSS, and the growth of time and memory from the
 previous N; writes ``OUT/scale.json`` and ``OUT/scale.png`` (log-log). Stages beyond item2vec
-(text embeddings, tokenizer, training, evaluation) are not in this report yet.
+(text embeddings, K-means, training, evaluation) are not in this report yet.
 """
 
 from __future__ import annotations
@@ -32,7 +34,19 @@ from rich.table import Table
 
 BIN = Path(sys.executable).parent
 console = Console(width=140)
-STAGES = ("generate", "import", "item2vec")
+STAGES = ("generate", "import", "item2vec", "catalog")
+CATALOG = """
+import json, sys, time
+sys.path.insert(0, sys.argv[2])
+from lookup import make_catalog
+from talkplay.recommend.constraints import CatalogTrie
+from talkplay.tokenize.lookup import CodeIndex
+n = json.loads(open(sys.argv[1]).read())["counts"]["tracks"]
+codes, centroids, popularity = make_catalog(n, 1024, 64, 0.6, 0.01, 0)
+t = time.perf_counter()
+index, trie = CodeIndex(codes, centroids, popularity), CatalogTrie(codes)
+print(n, time.perf_counter() - t)
+"""
 ITEM2VEC = """
 import sys
 from talkplay.data.dataset import read_dataset
@@ -100,6 +114,9 @@ def main() -> None:
                     continue
                 cmd = [sys.executable, "-c", ITEM2VEC, str(args.work / f"import-{n}"),
                        str(args.item2vec_epochs)]
+            elif stage == "catalog":
+                cmd = [sys.executable, "-c", CATALOG, str(args.work / f"import-{n}" / "manifest.json"),
+                       str(Path(__file__).parent)]
             else:
                 out = args.work / f"import-{n}"
                 shutil.rmtree(out, ignore_errors=True)
