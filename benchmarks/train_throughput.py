@@ -136,7 +136,7 @@ def main() -> None:
     p.add_argument("--trainer-first", action="store_true", help="run the baseline first")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--turns", type=int, default=4,
-                   help="exchanges per toy conversation (40 fills a 1024-token context)")
+                   help="exchanges per toy conversation (60 fills a 1024-token context)")
     p.add_argument("--playlist-share", type=float, default=None,
                    help="share of playlist sequences in a batch (default: the profile's)")
     p.add_argument("--baseline", default="trainer", choices=["trainer", "ours-fp32", "none"],
@@ -144,6 +144,8 @@ def main() -> None:
     p.add_argument("--only", choices=["ours", "trainer", "ours-fp32"], help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.grad_accum > 1 and args.baseline == "trainer" and not args.only:
+        p.error("--grad-accum > 1 applies to our loop only: use --baseline none or ours-fp32")
     if args.only:  # child process: one system, print one JSON line
         if args.only == "ours-fp32":
             args.precision = "fp32"
@@ -183,7 +185,7 @@ def main() -> None:
             if name not in res or r["tokens_per_s"] > res[name]["tokens_per_s"]:
                 res[name] = r
     for name, r in res.items():
-        extra = "".join(f"  {k} {r[k]:.2f} GB" for k in ("peak_gpu_gb",) if k in r)
+        extra = f"  peak GPU {r['peak_gpu_gb']:.2f} GB" if "peak_gpu_gb" in r else ""
         extra += f"  MFU {100 * r['mfu']:.1f}% (steps {r['mfu_steps']})" if "mfu" in r else ""
         print(f"{name:9s} {r['tokens_per_s']:9.1f} tokens/s  peak RSS {r['peak_rss_gb']:.2f} GB"
               f"{extra}  fill {r.get('fill', float('nan')):.2f}  loss {r['train_ce']}")
@@ -191,6 +193,7 @@ def main() -> None:
         print(f"ratio ours ({args.precision}) / {base}: "
               f"{res['ours']['tokens_per_s'] / res[base]['tokens_per_s']:.2f}x throughput, "
               f"{res['ours']['peak_rss_gb'] / res[base]['peak_rss_gb']:.2f}x peak memory")
+
 
 if __name__ == "__main__":
     main()
