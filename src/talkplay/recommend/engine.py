@@ -92,6 +92,12 @@ def _cache_args(model) -> tuple[str, dict]:
     return ("cache" if "cache" in params else "past_key_values"), extra
 
 
+def _returned_cache(out) -> Any:
+    """The updated cache of a forward's output (``cache`` since transformers 5.x,
+    ``past_key_values`` before)."""
+    return out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
+
+
 @torch.inference_mode()
 def _forward(model, ids: torch.Tensor, cache) -> tuple[torch.Tensor, Any]:
     """ids: int64 [B, T] -> (float32 [B, V] last-position logits on CPU, updated cache)."""
@@ -107,7 +113,7 @@ def _forward_hidden(model, ids: torch.Tensor, cache, hidden: bool = True
     key, extra = _cache_args(model)
     out = model(input_ids=ids.to(_device(model)), use_cache=True, output_hidden_states=hidden,
                 **{key: cache}, **extra)
-    new_cache = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
+    new_cache = _returned_cache(out)
     last = out.hidden_states[-1][:, -1].float().cpu() if hidden else None
     return out.logits[:, -1].float().cpu(), new_cache, last
 
@@ -736,7 +742,7 @@ def generate_texts(model, states: Sequence[DecodeState], cfg: Sampling,
             res = model(input_ids=torch.tensor([[t] for t in tokens]).to(device),
                         attention_mask=mask.to(device), position_ids=positions.to(device),
                         use_cache=True, **{key: cache})
-        cache = res.get("cache") if res.get("cache") is not None else res.get("past_key_values")
+        cache = _returned_cache(res)
         last = res.logits[:, -1].float().cpu()
         for b, i in enumerate(rows):
             logits[i] = last[b]
@@ -804,8 +810,7 @@ def _forward_all(model, ids: torch.Tensor, cache) -> tuple[torch.Tensor, Any]:
     """ids: int64 [1, T] -> (float32 [T, V] logits at every position on CPU, updated cache)."""
     key, _ = _cache_args(model)
     out = model(input_ids=ids.to(_device(model)), use_cache=True, **{key: cache})
-    new_cache = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
-    return out.logits[0].float().cpu(), new_cache
+    return out.logits[0].float().cpu(), _returned_cache(out)
 
 
 __all__ = ["DecodeState", "MusicSample", "Sampling", "beam_music_block", "cast_state",

@@ -249,7 +249,7 @@ class TalkPlayRecommender:
             generators=[w[1] for _, w in writing],
             guards=[self._guard(w[2]) for _, w in writing])
         for (i, _), ids in zip(writing, texts, strict=True):
-            turns[i][0].reply = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            turns[i][0].reply = self._text(ids)
         return [rec for rec, _ in turns]
 
     def _turn(self, history: list[Message], k: int, exclude: set[str] | None
@@ -403,6 +403,10 @@ class TalkPlayRecommender:
         ids = generate_text(self.writer, state, self.cfg, self.stop_ids,
                             self.cfg.max_reply_tokens, banned_ids=self.banned, generator=generator,
                             guard=self._guard(track_id), lookup=self.cfg.reply_lookup)
+        return self._text(ids)
+
+    def _text(self, ids: list[int]) -> str:
+        """A reply's text from its generated token ids."""
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 

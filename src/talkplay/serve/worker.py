@@ -64,14 +64,21 @@ class GenerationQueue:
         Raises:
             QueueFull: ``max_pending`` jobs are already queued or running, or the queue is closed.
         """
+        self._admit()
+        return await self._await(self._executor.submit(fn, *args))
+
+    def _admit(self) -> None:
+        """Count one more job, or refuse it (QueueFull) when ``max_pending`` are already queued
+        or running or the queue is closed. Only the event loop thread touches the counters."""
         if self._closed or self.pending >= self.max_pending:
             self.rejected += 1
             raise QueueFull(f"{self.pending} requests are already waiting for the recommender")
+        self.pending += 1
+
+    async def _await(self, future: Future):
+        """Await an admitted job's ``future``. It counts as pending until the thread is really
+        done with it, even when the awaiting request is cancelled (client gone) while it runs."""
         loop = asyncio.get_running_loop()
-        self.pending += 1  # only the event loop thread touches the counters
-        future = self._executor.submit(fn, *args)
-        # Count the job as pending until the thread is really done with it, even when the
-        # awaiting request is cancelled (client gone) while the job runs.
         future.add_done_callback(lambda _: _call_soon(loop, self._finished))
         return await asyncio.wrap_future(future)
 
@@ -86,20 +93,15 @@ class GenerationQueue:
 
         if self.max_batch == 1 or not callable(getattr(recommender, "recommend_batch", None)):
             return await self.run(run_pending, recommender, pending, k)
-        if self._closed or self.pending >= self.max_pending:
-            self.rejected += 1
-            raise QueueFull(f"{self.pending} requests are already waiting for the recommender")
-        loop = asyncio.get_running_loop()
-        self.pending += 1
+        self._admit()
         future: Future = Future()
-        future.add_done_callback(lambda _: _call_soon(loop, self._finished))
         with self._lock:
             self._waiting.append((recommender, (pending, k), future))
             start = not self._draining
             self._draining = True
         if start:
             self._executor.submit(self._drain)
-        return await asyncio.wrap_future(future)
+        return await self._await(future)
 
     def _drain(self) -> None:
         """Worker thread: answer waiting turns, up to ``max_batch`` of one recommender at a
