@@ -5,7 +5,6 @@ Also home of the toy catalog and the live-server helper that the browser and cha
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import uvicorn
+from launch import free_port
 
 from talkplay.data.dataset import Dataset, read_dataset, write_dataset
 from talkplay.data.errors import DataError
@@ -83,12 +83,6 @@ def write_toy_catalog(root: Path) -> Path:
     write_dataset(root, Dataset(tracks, playlists, convs), source="serve-test",
                   split_rule="all train")
     return root
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LiveServer:
