@@ -245,7 +245,8 @@ def test_hybrid_fits_on_valid_saves_its_weights_and_explains_each_track(tiny_run
     assert "fit on the valid split" in res.output
     saved = json.loads((run / "hybrid.json").read_text())
     full, no_lm = saved["talkplay-hybrid"], saved["talkplay-hybrid-no-lm"]
-    assert set(full["weights"]) == {"lm", "bm25", "dense", "cooc", "head"} and full["without"] == []
+    assert set(full["weights"]) == {"lm", "bm25", "dense", "cooc", "head", "named"}
+    assert full["without"] == []
     assert full["weights"]["head"] == 0.0  # this run was trained without a dense head
     assert no_lm["without"] == ["lm"] and full["fitted"]["split"] == "valid"
     assert full["fitted"]["mrr_fitted"] >= full["fitted"]["mrr_equal_weights"]
@@ -289,6 +290,39 @@ def test_hybrid_scores_its_whole_pool_with_the_model_and_says_why(tiny_run):
     assert len(rec.tracks) == 30 and not {t.track_id for t in rec.tracks} & target.exclude
     first = rec.tracks[0]
     assert first.score == pytest.approx(sum(rec.info["why"][first.track_id].values()), abs=1e-3)
+
+
+def test_hybrid_pools_and_marks_the_tracks_of_an_artist_the_user_names(tiny_run):
+    from talkplay.data.dataset import read_dataset
+    from talkplay.evaluate.baselines import SYSTEMS, BaselineOptions
+    from talkplay.evaluate.hybrid import FEATURES, SOURCES, HybridConfig, HybridRecommender
+    from talkplay.evaluate.named import build_named, normalize
+    from talkplay.evaluate.protocols import build_targets
+    from talkplay.recommend.recommender import load_talkplay
+
+    data, run = tiny_run
+    ds = read_dataset(data)
+    tp = load_talkplay(run, mode="beam", with_reply=False)
+    named = build_named(ds)
+    retrievers = {k: SYSTEMS[k](ds, BaselineOptions()) for k in ("bm25", "dense", "cooc")}
+    target = build_targets(ds, "paper", split="valid", limit=1)[-1]
+    artist = next(t.artists[0] for t in ds.tracks
+                  if t.artists and normalize(t.artists[0]) in named.rows and t.id not in target.exclude)
+    by_artist = {tp.codebook.row[t.id] for t in ds.tracks if artist in t.artists
+                 and t.id not in target.exclude}
+    history = [*target.history, Message("assistant", "ok"), Message("user", f"play {artist} now")]
+    full = HybridRecommender(tp, {**retrievers, "named": named}, HybridConfig(pool=5))
+    pool = full.pool(history, set(target.exclude))
+    from_named = set(pool.rows[pool.sources[:, SOURCES.index("named")]].tolist())
+    assert from_named and from_named <= by_artist and len(from_named) == min(5, len(by_artist))
+    marked = pool.features[:, FEATURES.index("named")]
+    assert set(pool.rows[marked == 1.0].tolist()) == by_artist & set(pool.rows.tolist())
+    assert (marked[~np.isin(pool.rows, list(by_artist))] == 0).all()
+    # The ablation and a hybrid built without the component do not combine it.
+    assert "named" in full.active
+    assert "named" not in HybridRecommender(tp, {**retrievers, "named": named},
+                                            HybridConfig(pool=5, without=["named"])).active
+    assert "named" not in HybridRecommender(tp, retrievers, HybridConfig(pool=5)).active
 
 
 def test_hybrid_ablations_share_one_pool_and_drop_only_their_sources(tiny_run, monkeypatch):

@@ -51,7 +51,8 @@ def build_talkplay(run: Path | None, name: str, keep_history: bool = False,
 
 HYBRIDS = {"talkplay-hybrid": [], "talkplay-hybrid-no-lm": ["lm"],
            "talkplay-hybrid-no-bm25": ["bm25"], "talkplay-hybrid-no-dense": ["dense"],
-           "talkplay-hybrid-no-cooc": ["cooc"], "talkplay-hybrid-no-head": ["head"]}
+           "talkplay-hybrid-no-cooc": ["cooc"], "talkplay-hybrid-no-head": ["head"],
+           "talkplay-hybrid-no-named": ["named"]}
 """The hybrid and its ablations (components left out; weights refit without them)."""
 FUSIONS = {"rrf": ["bm25", "dense", "cooc", "talkplay-beam"], "rrf-text": ["bm25", "dense", "cooc"]}
 """Untuned reciprocal-rank fusions, the baselines of the hybrid."""
@@ -62,6 +63,7 @@ def build_hybrid(ds: Dataset, name: str, part, run: Path | None, *, protocol: st
                  fit_limit: int | None, refit: bool):
     """A hybrid system with weights from RUN/hybrid.json, or fit now on the valid split."""
     from talkplay.evaluate.hybrid import (
+        HYBRID_RETRIEVERS,
         HybridConfig,
         HybridRecommender,
         fit_weights,
@@ -76,7 +78,7 @@ def build_hybrid(ds: Dataset, name: str, part, run: Path | None, *, protocol: st
     fresh = cfg is None
     cfg = cfg or HybridConfig(without=list(HYBRIDS[name]))
     beam = part("talkplay-beam")
-    hybrid = HybridRecommender(beam.system, {k: part(k) for k in ("bm25", "dense", "cooc")},
+    hybrid = HybridRecommender(beam.system, {k: part(k) for k in HYBRID_RETRIEVERS},
                                cfg, name=name, beam=beam, shared=part("pools"))
     if fresh:
         resolved = resolve_protocol(ds, protocol)
@@ -108,6 +110,7 @@ def build_systems(ds: Dataset, names: list[str], run: Path | None, options,
     """
     from talkplay.evaluate.baselines import SYSTEMS
     from talkplay.evaluate.fusion import Memo, RRFRecommender
+    from talkplay.evaluate.named import build_named
 
     parts: dict = {}
 
@@ -115,6 +118,8 @@ def build_systems(ds: Dataset, names: list[str], run: Path | None, options,
         if key not in parts:
             if key == "pools":  # the hybrids' shared per-query pools
                 parts[key] = {}
+            elif key == "named":  # the hybrids' named-artist evidence (not a system alone)
+                parts[key] = build_named(ds, options)
             elif key in TALKPLAY_MODES:  # remembered: talkplay-beam, rrf and hybrids share it
                 parts[key] = Memo(build_talkplay(run, key, keep_history, max_prompt_tokens,
                                                   quantize))
@@ -223,7 +228,7 @@ def evaluate(
     systems: Annotated[str, typer.Option(
         help="Comma-separated: bm25, dense, cooc, clap, popularity, talkplay, talkplay-paper, "
              "talkplay-beam, talkplay-hybrid (and its ablations talkplay-hybrid-no-lm|bm25|dense|"
-             "cooc|head), rrf (untuned fusion of bm25, dense, cooc, talkplay-beam), rrf-text.")
+             "cooc|head|named), rrf (untuned fusion of bm25, dense, cooc, talkplay-beam), rrf-text.")
     ] = "bm25,dense,cooc,clap,popularity",
     run: Annotated[Path | None, typer.Option(
         "--run", "--run-dir", help="Fine-tuned run directory (talkplay systems). `--run-dir` "

@@ -14,10 +14,13 @@ model as the judge and widens what it judges:
    prompt cache). The dense head (``lm.dense_head``, trained with ``talkplay train
    --dense-head W``) scores every catalog track, cold ones included: the cosine between the
    projected hidden state at ``<start_of_music>`` and the track's content embedding.
+   ``named`` (``evaluate.named``) marks the tracks whose artist the conversation names, by how
+   recently; its tracks also join the pool.
 3. **Combination.** ``score = sum_c w_c * f_c`` over the components' per-query normalised
    scores (``FEATURES``): the model's log-probability relative to the pool's best, BM25 and
    cooc divided by their best score over the whole catalog, the dense retriever's and the
-   dense head's cosines. The weights are fit on the
+   dense head's cosines, and ``named``'s recency weight (1 when the latest request names the
+   artist). The weights are fit on the
    **validation** split (coordinate ascent on MRR, ``fit_weights``), never on test, and saved
    in the run (``RUN/hybrid.json``). Each returned track carries its per-component
    contributions in ``Recommendation.info["why"]``.
@@ -47,10 +50,12 @@ from talkplay.recommend.engine import prefill, score_blocks
 from talkplay.recommend.protocol import Recommendation, ScoredTrack
 
 log = logging.getLogger(__name__)
-FEATURES: tuple[str, ...] = ("lm", "bm25", "dense", "cooc", "head")
+FEATURES: tuple[str, ...] = ("lm", "bm25", "dense", "cooc", "head", "named")
 """Score components, in the order of a feature row."""
-SOURCES: tuple[str, ...] = ("beam", "bm25", "dense", "cooc", "head")
+SOURCES: tuple[str, ...] = ("beam", "bm25", "dense", "cooc", "head", "named")
 """Where pool candidates come from."""
+HYBRID_RETRIEVERS: tuple[str, ...] = ("bm25", "dense", "cooc", "named")
+"""The retrieval components a hybrid is built with (``retrievers`` keys)."""
 HYBRID_FILE = "hybrid.json"
 BEAM_DEPTH = 200
 """Tracks asked of the beam (the pool takes its first ``pool``; the rest serve a Memo)."""
@@ -62,9 +67,7 @@ GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 class HybridConfig:
     """What the hybrid combines and how (the weights come from ``fit_weights``)."""
 
-    weights: dict[str, float] = field(default_factory=lambda: {"lm": 1.0, "bm25": 1.0,
-                                                               "dense": 1.0, "cooc": 1.0,
-                                                               "head": 1.0})
+    weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(FEATURES, 1.0))
     pool: int = 20
     """Candidates taken from each source."""
     without: list[str] = field(default_factory=list)
@@ -107,8 +110,9 @@ class HybridRecommender:
                  beam=None, shared: dict | None = None, head=None):
         """Args:
             talkplay: a ``TalkPlayRecommender`` (beam mode; ranking only is fine).
-            retrievers: "bm25" / "dense" / "cooc" -> objects with ``scores(history)`` giving
-                float [n_items] in their ``ids`` order (the dataset's tracks).
+            retrievers: "bm25" / "dense" / "cooc" / "named" -> objects with
+                ``scores(history)`` giving float [n_items] in their ``ids`` order (the
+                dataset's tracks).
             cfg: weights, pool size, left-out components.
             name: system name (ablations get their own).
             beam: what proposes the model's candidates (default ``talkplay``; a ``fusion.Memo``
@@ -129,8 +133,9 @@ class HybridRecommender:
             head = load_dense_head(talkplay.run, self.ids)
         self.head = head
         self.active = [f for f in FEATURES if f not in cfg.without
-                       and (f != "head" or head is not None)]
-        """The components this hybrid combines (a run without a dense head has no "head")."""
+                       and (f == "lm" or f in retrievers or (f == "head" and head is not None))]
+        """The components this hybrid combines (a run without a dense head has no "head", a
+        hybrid given no ``named`` retriever no "named")."""
         self.retrievers = {}
         for key, r in retrievers.items():
             # Retriever order -> codebook order (the same dataset; usually the identity).
@@ -190,9 +195,13 @@ class HybridRecommender:
                     proposed.setdefault(self.row[t.track_id], set()).add("beam")
         for key, s in full.items():
             taken = 0
-            for r_ in np.argsort(-s, kind="stable"):
-                if taken >= self.cfg.pool or (key in ("bm25", "cooc") and s[r_] <= 0):
-                    break  # BM25 / cooc: a zero score is no evidence
+            if key == "named" and "bm25" in full:  # an artist's tracks: BM25 orders them
+                ranked = np.lexsort((-full["bm25"], -s))
+            else:
+                ranked = np.argsort(-s, kind="stable")
+            for r_ in ranked:
+                if taken >= self.cfg.pool or (key in ("bm25", "cooc", "named") and s[r_] <= 0):
+                    break  # BM25 / cooc / named: a zero score is no evidence
                 if int(r_) not in banned:
                     proposed.setdefault(int(r_), set()).add(key)
                     taken += 1
@@ -205,9 +214,10 @@ class HybridRecommender:
             feats[:, 0] = self._lm_scores(state or self._state(history), rows, known)
         for j, key in enumerate(FEATURES[1:], start=1):
             if key in full and len(rows):
-                # dense / head: the cosine itself; bm25 / cooc: relative to the catalog's best.
+                # dense / head: the cosine itself; named: its recency weight;
+                # bm25 / cooc: relative to the catalog's best.
                 vals = full[key][rows]
-                feats[:, j] = (vals if key in ("dense", "head")
+                feats[:, j] = (vals if key in ("dense", "head", "named")
                                else _scale_max(vals, float(full[key].max())))
         return Pool(rows, feats, sources, fill)
 

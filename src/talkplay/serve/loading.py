@@ -74,6 +74,7 @@ def _load_hybrid(run: Path | None, system: str, data: Path | None,
     """The hybrid of ``run`` with its saved weights and the baselines over the run's dataset."""
     from talkplay.evaluate.baselines import SYSTEMS
     from talkplay.evaluate.hybrid import HYBRID_FILE, HybridRecommender, load_config
+    from talkplay.evaluate.named import build_named
     from talkplay.recommend.recommender import load_talkplay
 
     if run is None:
@@ -85,5 +86,6 @@ def _load_hybrid(run: Path | None, system: str, data: Path | None,
                         file=str(Path(run) / HYBRID_FILE))
     ds = read_dataset(data if data is not None else run_data_dir(run))
     retrievers = {k: SYSTEMS[k](ds) for k in ("bm25", "dense", "cooc")}
+    retrievers["named"] = build_named(ds)
     return HybridRecommender(load_talkplay(run, quantize=quantize), retrievers, cfg,
                              name=system), ds
