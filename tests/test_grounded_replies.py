@@ -32,6 +32,23 @@ def test_facts_line_says_what_the_catalog_says():
     assert track_facts(BLUE) == ("(Blue Hour by Ann Lee; album Night Songs; 1994, the 90s; "
                                  "jazz, mellow; lyrics: rain, window, night)")
     assert track_facts(Track(id="x", title="Solo")) == "(Solo)"
+    # Past the first tags, what the singing is stays on the line; tempo and key follow the tags.
+    moon = Track(id="m", title="Electric Moon", artists=["Otis"], tempo=176.8, key="C minor",
+                 tags=["jazz", "swing", "piano", "upright bass", "drums", "instrumental"])
+    assert track_facts(moon) == ("(Electric Moon by Otis; jazz, swing, piano, upright bass, "
+                                 "instrumental; 177 BPM, C minor)")
+    assert track_facts(Track(id="k", title="K", key="D major")) == "(K; D major)"
+
+
+@pytest.mark.parametrize("reply, false", [
+    ("A laid-back track around 92 BPM.", []),
+    ("Around 93 bpm, it moves.", []),
+    ("It runs at 131 BPM.", ["tempo: 131 BPM"]),
+])
+def test_tempo_claims_are_checked_within_a_tolerance(reply, false):
+    blue = Track(id="b2", title="Blue Hour", artists=["Ann Lee"], tempo=91.6)
+    assert ClaimChecker([blue]).check(reply, blue).false_claims == false
+    assert ClaimChecker([HERE]).check("About 90 BPM.", HERE).false_claims == ["tempo: 90 BPM"]
 
 
 @pytest.mark.parametrize("reply, false", [

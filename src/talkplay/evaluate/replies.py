@@ -5,6 +5,11 @@ what can be claimed, and checks it against the recommended track (the first of t
 
 - a **year** (1950-2029) or a **decade** ("the 90s", "1990s", "'90s", "90's") must match the track's
   release year;
+- a **key** (a note and a mode: "G# minor", "D major", "E flat major") must be the track's key, in
+  any spelling of the same pitch class and mode ("B# minor" is C minor); any key is false of a
+  track without one (a note without a mode, "in G#", is not counted);
+- a **tempo** ("around 64 BPM") must be within ``BPM_TOLERANCE`` of the track's tempo (false of a
+  track without one);
 - a **tag or genre word** of the catalog's vocabulary (any track's tags or pseudo tags, as
   whole words) must be one of the track's own tags; a tag word that opens a sentence and is
   followed by "to" speaks of the speaker, not the track ("Happy to change it up"), and is not
@@ -35,10 +40,13 @@ from dataclasses import asdict, dataclass, field
 
 from talkplay.data.conversations.phrases import STOPWORDS
 from talkplay.data.schema import Track
-from talkplay.lm.facts import claim_tags, decade_forms, true_tags
+from talkplay.lm.facts import KEY_CLAIM, claim_tags, decade_forms, key_true, true_tags
 
 _YEAR = re.compile(r"\b(19[5-9]\d|20[0-2]\d)\b")  # lm.facts.YEARS
 _DECADE = re.compile(r"(?:\b|')(\d{2}|\d{4})'?s\b")
+_BPM = re.compile(r"\b(\d{2,3}) ?bpm\b", re.IGNORECASE)
+BPM_TOLERANCE = 2.0
+"""A tempo claim ("around 64 BPM") is true within this many BPM of the track's tempo."""
 _LYRIC_QUOTE = re.compile(r"\blyric[^.!?]*?[\"\u201c]([^\"\u201d]+)[\"\u201d]", re.IGNORECASE)
 MIN_NAME = 4
 """One-word names shorter than this (characters) are not matched."""
@@ -130,6 +138,14 @@ class ClaimChecker:
             if not said or f" {said} " not in f" {lyrics} ":
                 out.false_claims.append(f"lyric: {said}")
         rest = _LYRIC_QUOTE.sub(lambda m: m.group(0)[:m.start(1) - m.start(0)] + " | ", rest)
+        for m in KEY_CLAIM.finditer(rest):
+            out.claims += 1
+            if key_true(m.group(0), track.key) is False:
+                out.false_claims.append(f"key: {m.group(0)}")
+        for m in _BPM.finditer(rest):
+            out.claims += 1
+            if not track.tempo or abs(int(m.group(1)) - track.tempo) > BPM_TOLERANCE:
+                out.false_claims.append(f"tempo: {m.group(1)} BPM")
         year = track.year
         for m in _YEAR.finditer(rest):
             out.claims += 1

@@ -8,6 +8,7 @@ and the reply at inference all go through ``lm.render`` with the same ``facts`` 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 
 from talkplay.data.conversations.describe import decade, lyric_words
@@ -20,12 +21,41 @@ YEARS = range(1950, 2030)
 """Years a reply can claim (and ``evaluate.replies`` checks)."""
 DECADES = sorted({form for d in range(1950, 2030, 10) for form in (f"{d}s", f"{d % 100:02d}s")})
 """Decades a reply can claim, long and short ("1990s", "90s"); also written "90's"."""
+_NOTES = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+_KEY = re.compile(r"([A-G])([#b\u266f\u266d]*)( sharp| flat)? ([Mm]ajor|[Mm]inor)")
+KEY_CLAIM = re.compile(r"(?<![\w#\u266f\u266d])" + _KEY.pattern + r"(?!\w)")
+"""A key claim in single-spaced text, as whole words: a note (a letter with any sharp and flat
+signs, or with the word "sharp" or "flat") and a mode ("G# minor", "Bb major", "E flat Major")."""
+
+
+def parse_key(name: str | None) -> tuple[int, str] | None:
+    """(pitch class 0-11, "major" or "minor") of a key name such as "F# minor" or "E flat major"
+    (None when it is not one)."""
+    m = _KEY.fullmatch(" ".join((name or "").split()))
+    if m is None:
+        return None
+    shift = sum(1 if c in "#\u266f" else -1 for c in m[2]) + {" sharp": 1, " flat": -1}.get(m[3], 0)
+    return (_NOTES[m[1]] + shift) % 12, m[4].lower()
+
+
+def key_true(said: str, key: str | None) -> bool | None:
+    """Is the key claim ``said`` ("G# minor") true of a track whose key is ``key``: the same pitch
+    class and mode, in any spelling ("B# minor" is C minor)? False when the track has no key;
+    None when ``key`` is not a key name (the claim cannot be checked)."""
+    if not key:
+        return False
+    mine = parse_key(key)
+    return None if mine is None else parse_key(said) == mine
 
 
 def track_facts(track: Track, max_tags: int = MAX_TAGS) -> str:
-    """"(Blue Hour by Ann Lee; album Night; 1965, the 60s; jazz, mellow; lyrics: rain, night)":
-    title and artists, album, year and decade, the first tags (or pseudo tags), the lyrics' most
-    repeated content words; missing fields are left out."""
+    """"(Blue Hour by Ann Lee; album Night; 1965, the 60s; jazz, mellow, female vocals; 92 BPM,
+    C minor; lyrics: rain, night)": title and artists, album, year and decade, the first
+    ``max_tags`` tags (or pseudo tags) and any later one about the singing ("instrumental",
+    "female vocals"), the tempo and key, the lyrics' most repeated content words; missing fields
+    are left out. Everything a conversation's reply can say of the track is on the line, so a
+    grounded model has no reason to guess (a hidden "instrumental" tag made it claim a singer,
+    a hidden key made it name one)."""
     name = track.title or "untitled"
     if track.artists:
         name += f" by {', '.join(track.artists)}"
@@ -34,9 +64,14 @@ def track_facts(track: Track, max_tags: int = MAX_TAGS) -> str:
         parts.append(f"album {track.album}")
     if track.year:
         parts.append(f"{track.year}, {decade(track.year)[0]}")
-    tags = list(track.tags or track.pseudo_tags)[:max_tags]
+    every = list(track.tags or track.pseudo_tags)
+    tags = every[:max_tags] + [t for t in every[max_tags:] if "vocal" in t or t == "instrumental"]
     if tags:
         parts.append(", ".join(tags))
+    sound = [f"{round(track.tempo)} BPM"] if track.tempo and track.tempo > 0 else []
+    sound += [track.key] if track.key else []
+    if sound:
+        parts.append(", ".join(sound))
     words = lyric_words(track.lyrics)
     if words:
         parts.append("lyrics: " + ", ".join(words))
