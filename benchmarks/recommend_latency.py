@@ -212,13 +212,18 @@ def measure_hybrid(base, ds, run: Path, bm25, turns: list) -> tuple[list[Measure
     Returns:
         The three rows, and where the hybrid's weights came from with its description.
     """
-    from talkplay.evaluate.baselines import SYSTEMS, BaselineOptions
-    from talkplay.evaluate.hybrid import HYBRID_FILE, HybridConfig, HybridRecommender, load_config
+    from talkplay.evaluate.hybrid import (
+        HYBRID_FILE,
+        HybridConfig,
+        HybridRecommender,
+        build_retrievers,
+        load_config,
+    )
 
     cfg = load_config(run, "talkplay-hybrid")
     source = (f"weights from {run / HYBRID_FILE}" if cfg else
               f"default HybridConfig() weights (no talkplay-hybrid entry in {run / HYBRID_FILE})")
-    retrievers = {k: SYSTEMS[k](ds, BaselineOptions()) for k in ("bm25", "dense", "cooc")}
+    retrievers = build_retrievers(ds)
     beam = talkplay_variant(base, "beam", False, 8)
     hybrid = HybridRecommender(talkplay_variant(base, "beam", False, 8), retrievers,
                                cfg or HybridConfig(), shared=None)

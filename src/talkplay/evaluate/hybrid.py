@@ -57,6 +57,17 @@ SOURCES: tuple[str, ...] = ("beam", "bm25", "dense", "cooc", "head", "named")
 HYBRID_RETRIEVERS: tuple[str, ...] = ("bm25", "dense", "cooc", "named")
 """The retrieval components a hybrid is built with (``retrievers`` keys)."""
 HYBRID_FILE = "hybrid.json"
+
+
+def build_retrievers(ds, options=None) -> dict:
+    """The retrieval components of a hybrid over dataset ``ds`` (``HYBRID_RETRIEVERS``), each
+    built as its baseline is (``options``: a ``BaselineOptions``, default ones when None)."""
+    from talkplay.evaluate.baselines import SYSTEMS, BaselineOptions
+    from talkplay.evaluate.named import build_named
+
+    options = options or BaselineOptions()
+    return {k: build_named(ds, options) if k == "named" else SYSTEMS[k](ds, options)
+            for k in HYBRID_RETRIEVERS}
 BEAM_DEPTH = 200
 """Tracks asked of the beam (the pool takes its first ``pool``; the rest serve a Memo)."""
 GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)

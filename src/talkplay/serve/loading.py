@@ -72,9 +72,12 @@ def load_recommender(run: Path | None = None, system: str | None = None,
 def _load_hybrid(run: Path | None, system: str, data: Path | None,
                  quantize: str = "none") -> tuple[Recommender, Dataset]:
     """The hybrid of ``run`` with its saved weights and the baselines over the run's dataset."""
-    from talkplay.evaluate.baselines import SYSTEMS
-    from talkplay.evaluate.hybrid import HYBRID_FILE, HybridRecommender, load_config
-    from talkplay.evaluate.named import build_named
+    from talkplay.evaluate.hybrid import (
+        HYBRID_FILE,
+        HybridRecommender,
+        build_retrievers,
+        load_config,
+    )
     from talkplay.recommend.recommender import load_talkplay
 
     if run is None:
@@ -85,7 +88,5 @@ def _load_hybrid(run: Path | None, system: str, data: Path | None,
                         f"`talkplay evaluate --run {run} --systems {system} ...` first",
                         file=str(Path(run) / HYBRID_FILE))
     ds = read_dataset(data if data is not None else run_data_dir(run))
-    retrievers = {k: SYSTEMS[k](ds) for k in ("bm25", "dense", "cooc")}
-    retrievers["named"] = build_named(ds)
-    return HybridRecommender(load_talkplay(run, quantize=quantize), retrievers, cfg,
+    return HybridRecommender(load_talkplay(run, quantize=quantize), build_retrievers(ds), cfg,
                              name=system), ds
