@@ -64,3 +64,18 @@ def test_decay_applies_per_user_turn(decay):
     history = [_user("nas"), _user("hm"), _user("ok")]
     assert named.scores(history)[2] == pytest.approx(decay ** 2)
     assert np.count_nonzero(named.scores(history)) == 1
+
+
+def test_a_hybrid_fit_before_named_existed_loads_without_it(tmp_path):
+    import json
+
+    from talkplay.evaluate.hybrid import HYBRID_FILE, load_config, save_config
+
+    old = {"weights": {"lm": 0.05, "bm25": 1.0, "dense": 3.0, "cooc": 0.0, "head": 0.0},
+           "pool": 20, "without": [], "fitted": {"split": "valid"}}
+    (tmp_path / HYBRID_FILE).write_text(json.dumps({"talkplay-hybrid": old}))
+    cfg = load_config(tmp_path, "talkplay-hybrid")
+    assert cfg.without == ["named"] and cfg.weights == old["weights"]
+    cfg.weights["named"], cfg.without = 5.0, []
+    save_config(tmp_path, "talkplay-hybrid", cfg)
+    assert load_config(tmp_path, "talkplay-hybrid").without == []

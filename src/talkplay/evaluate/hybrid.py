@@ -58,6 +58,11 @@ HYBRID_RETRIEVERS: tuple[str, ...] = ("bm25", "dense", "cooc", "named")
 """The retrieval components a hybrid is built with (``retrievers`` keys)."""
 HYBRID_FILE = "hybrid.json"
 
+BEAM_DEPTH = 200
+"""Tracks asked of the beam (the pool takes its first ``pool``; the rest serve a Memo)."""
+GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+"""Values coordinate ascent tries for each weight."""
+
 
 def build_retrievers(ds, options=None) -> dict:
     """The retrieval components of a hybrid over dataset ``ds`` (``HYBRID_RETRIEVERS``), each
@@ -68,10 +73,6 @@ def build_retrievers(ds, options=None) -> dict:
     options = options or BaselineOptions()
     return {k: build_named(ds, options) if k == "named" else SYSTEMS[k](ds, options)
             for k in HYBRID_RETRIEVERS}
-BEAM_DEPTH = 200
-"""Tracks asked of the beam (the pool takes its first ``pool``; the rest serve a Memo)."""
-GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
-"""Values coordinate ascent tries for each weight."""
 
 
 @dataclass
@@ -393,4 +394,10 @@ def load_config(run: str | Path, name: str) -> HybridConfig | None:
     if not path.exists():
         return None
     entry = json.loads(path.read_text()).get(name)
-    return HybridConfig(**entry) if entry else None
+    if not entry:
+        return None
+    cfg = HybridConfig(**entry)
+    # A component newer than the fit (no weight saved for it) stays out, so a saved hybrid
+    # ranks as it did when it was fit.
+    cfg.without += [f for f in FEATURES if f not in cfg.weights and f not in cfg.without]
+    return cfg
