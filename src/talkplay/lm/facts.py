@@ -53,9 +53,10 @@ def track_facts(track: Track, max_tags: int = MAX_TAGS) -> str:
     C minor; lyrics: rain, night)": title and artists, album, year and decade, the first
     ``max_tags`` tags (or pseudo tags) and any later one about the singing ("instrumental",
     "female vocals"), the tempo and key, the lyrics' most repeated content words; missing fields
-    are left out. Everything a conversation's reply can say of the track is on the line, so a
-    grounded model has no reason to guess (a hidden "instrumental" tag made it claim a singer,
-    a hidden key made it name one)."""
+    are left out. The simulator's replies state tempos, keys and the singing, so these are on
+    the line for the model to copy instead of guess (a hidden "instrumental" tag made it claim a
+    singer, a hidden key made it name one); a mood, style or instrument tag past the first
+    ``max_tags`` is still not shown (the reply guard keeps false tags out)."""
     name = track.title or "untitled"
     if track.artists:
         name += f" by {', '.join(track.artists)}"
