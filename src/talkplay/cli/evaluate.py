@@ -110,7 +110,7 @@ def build_systems(ds: Dataset, names: list[str], run: Path | None, options,
     """
     from talkplay.evaluate.baselines import SYSTEMS
     from talkplay.evaluate.fusion import Memo, RRFRecommender
-    from talkplay.evaluate.named import build_named
+    from talkplay.evaluate.hybrid import build_retriever
 
     parts: dict = {}
 
@@ -119,7 +119,7 @@ def build_systems(ds: Dataset, names: list[str], run: Path | None, options,
             if key == "pools":  # the hybrids' shared per-query pools
                 parts[key] = {}
             elif key == "named":  # the hybrids' named-artist evidence (not a system alone)
-                parts[key] = build_named(ds, options)
+                parts[key] = build_retriever(key, ds, options)
             elif key in TALKPLAY_MODES:  # remembered: talkplay-beam, rrf and hybrids share it
                 parts[key] = Memo(build_talkplay(run, key, keep_history, max_prompt_tokens,
                                                   quantize))

@@ -64,15 +64,20 @@ GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 """Values coordinate ascent tries for each weight."""
 
 
-def build_retrievers(ds, options=None) -> dict:
-    """The retrieval components of a hybrid over dataset ``ds`` (``HYBRID_RETRIEVERS``), each
-    built as its baseline is (``options``: a ``BaselineOptions``, default ones when None)."""
+def build_retriever(key: str, ds, options=None):
+    """One retrieval component of a hybrid (``HYBRID_RETRIEVERS``) over dataset ``ds``: the
+    baseline of that name, or ``named`` (not a system alone). ``options``: a
+    ``BaselineOptions``, default ones when None."""
     from talkplay.evaluate.baselines import SYSTEMS, BaselineOptions
     from talkplay.evaluate.named import build_named
 
     options = options or BaselineOptions()
-    return {k: build_named(ds, options) if k == "named" else SYSTEMS[k](ds, options)
-            for k in HYBRID_RETRIEVERS}
+    return build_named(ds, options) if key == "named" else SYSTEMS[key](ds, options)
+
+
+def build_retrievers(ds, options=None) -> dict:
+    """Every retrieval component of a hybrid over ``ds`` (``build_retriever``)."""
+    return {k: build_retriever(k, ds, options) for k in HYBRID_RETRIEVERS}
 
 
 @dataclass

@@ -59,15 +59,14 @@ class NamedArtists:
         """
         self.ids = ids
         self.decay = decay
+        self.track_names = [{normalize(a) for a in names} for names in artists]
         rows: dict[str, list[int]] = {}
-        for r, names in enumerate(artists):
-            for a in names:
-                key = normalize(a)
-                if len(key) >= min_chars and r not in rows.setdefault(key, []):
-                    rows[key].append(r)
+        for r, names in enumerate(self.track_names):
+            for key in names:
+                if len(key) >= min_chars:
+                    rows.setdefault(key, []).append(r)
         self.rows = {k: np.asarray(v, dtype=np.int64) for k, v in rows.items()}
         self.max_words = max((k.count(" ") + 1 for k in self.rows), default=0)
-        self.track_names = [{normalize(a) for a in names} for names in artists]
         mentions, hits = self._precision(training)
         self.ignored = {k: (mentions[k], hits[k]) for k in mentions
                         if mentions[k] >= min_mentions and hits[k] < min_precision * mentions[k]}
@@ -125,7 +124,7 @@ class NamedArtists:
 def build_named(ds: Dataset, options=None) -> NamedArtists:
     """The named-artist component over ``ds``'s catalog, ordinary words learned from its
     training conversations (``options.decay`` as the retrieval baselines use it)."""
-    decay = getattr(options, "decay", 0.5) if options is not None else 0.5
+    decay = getattr(options, "decay", 0.5)  # None: the baselines' default
     training = [c.messages for c in ds.conversations if c.split == "train"]
     return NamedArtists([t.id for t in ds.tracks], [t.artists for t in ds.tracks], training,
                         decay=decay)
