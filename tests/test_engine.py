@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM, RepetitionPenaltyLogitsProcessor
 
-from talkplay.recommend.constraints import CatalogTrie
+from talkplay.recommend.constraints import CatalogTrie, scored_positions
 from talkplay.recommend.engine import (
     beam_music_block,
     generate_text,
@@ -58,7 +58,7 @@ def full_logits(model, ids) -> torch.Tensor:
 def seq_logprob(model, prompt, codes) -> float:
     ids = prompt + [int(TABLE[m, c]) for m, c in enumerate(codes)]
     logp = torch.log_softmax(full_logits(model, ids).double(), -1)
-    return sum(float(logp[len(prompt) - 1 + m, ids[len(prompt) + m]]) for m in range(5))
+    return sum(float(logp[len(prompt) - 1 + m, ids[len(prompt) + m]]) for m in range(len(codes)))
 
 
 @settings(max_examples=25, deadline=None)
@@ -172,6 +172,50 @@ def test_batched_block_scores_equal_brute_force_and_leave_the_state(model, chunk
     for row, s in zip(codes, scores, strict=True):
         assert beams[tuple(int(c) for c in row)] == pytest.approx(s, abs=1e-4)
     assert score_blocks(model, state, np.zeros((0, 5), np.int64), TABLE).shape == (0,)
+
+
+def test_positions_the_catalog_fixes_are_completed_not_scored(model):
+    """A catalog without the last two modalities (none for every track, as a CPCD import): the
+    beam searches and scores the first three positions and completes the rest from the
+    catalog; the block scorer agrees with it, both cache layouts too."""
+    from talkplay.recommend.engine import _batched_beam
+
+    codes = tiny_catalog(n=40, seed=13)
+    codes[:, 3:] = MISSING
+    assert scored_positions(codes) == 3
+    trie = CatalogTrie(codes)
+    catalog = {tuple(int(c) for c in row) for row in codes}
+    beams = beam_music_block(model, PROMPT, trie, TABLE, num_beams=len(catalog), scored=3)
+    assert {t for t, _ in beams} == catalog
+    for t, score in beams:  # the prefix's log-probability: the fixed tail is not in it
+        assert score == pytest.approx(seq_logprob(model, PROMPT, t[:3]), abs=1e-4)
+        assert score > seq_logprob(model, PROMPT, t)
+    state = prefill(model, PROMPT)
+    blocks = score_blocks(model, state, codes, TABLE, chunk=7, scored=3)
+    exact = dict(beams)
+    assert blocks == pytest.approx([exact[tuple(int(c) for c in row)] for row in codes], abs=1e-4)
+    assert state.cache.get_seq_length() == len(PROMPT)
+    narrow = beam_music_block(model, PROMPT, trie, TABLE, num_beams=5, scored=3)
+    rows = _batched_beam(model, prefill(model, PROMPT), trie, TABLE, 5, 3)
+    assert [t[:3] for t, _ in narrow] == [t for t, _ in rows]
+    assert [s for _, s in narrow] == pytest.approx([s for _, s in rows], abs=1e-6)
+    first = torch.log_softmax(prefill(model, PROMPT).logits.double(), -1)
+    one = score_blocks(model, prefill(model, PROMPT), codes, TABLE, scored=1)
+    assert one == pytest.approx([float(first[TABLE[0, c]]) for c in codes[:, 0]])
+
+
+def test_scored_positions_and_a_tail_the_catalog_does_not_fix(model):
+    codes = tiny_catalog(n=12, seed=2)
+    assert scored_positions(codes) == 5
+    codes[:, 1:] = 0
+    assert scored_positions(codes) == 1 and scored_positions(codes[:1]) == 1
+    codes[4, 0] = codes[3, 0]
+    codes[3, 2] = 1  # rows 3 and 4 share their first two codes and part at the third
+    assert scored_positions(codes) == 3
+    with pytest.raises(ValueError, match="not fixed by the catalog"):
+        beam_music_block(model, PROMPT, CatalogTrie(codes), TABLE, num_beams=12, scored=2)
+    with pytest.raises(ValueError, match="scored must be"):
+        score_blocks(model, prefill(model, PROMPT), codes, TABLE, scored=0)
 
 
 def test_batched_block_scores_refuse_a_code_without_a_token(model):

@@ -282,7 +282,7 @@ def test_hybrid_scores_its_whole_pool_with_the_model_and_says_why(tiny_run):
     # the beam's reused scores and the batched ones are the exact block log-probabilities
     state = tp._prompt_state(tp.prompt(target.history)[0])
     beams = beam_music_block(tp.model, state, CatalogTrie(tp.codebook.codes[pool.rows]), tp.table,
-                             num_beams=len(pool.rows))
+                             num_beams=len(pool.rows), scored=tp.scored)
     exact = dict(beams)
     brute = np.array([exact[tuple(int(c) for c in tp.codebook.codes[r])] for r in pool.rows])
     assert lm == pytest.approx(brute - brute.max(), abs=1e-4)
@@ -290,6 +290,43 @@ def test_hybrid_scores_its_whole_pool_with_the_model_and_says_why(tiny_run):
     assert len(rec.tracks) == 30 and not {t.track_id for t in rec.tracks} & target.exclude
     first = rec.tracks[0]
     assert first.score == pytest.approx(sum(rec.info["why"][first.track_id].values()), abs=1e-3)
+
+
+def test_a_catalog_without_the_last_modalities_is_ranked_on_the_positions_that_vary(tiny_run):
+    """Lyrics and audio none for every track (as a CPCD import): the beam and the hybrid score
+    three positions and complete the other two from the catalog; they agree exactly."""
+    from talkplay.data.dataset import read_dataset
+    from talkplay.evaluate.baselines import SYSTEMS, BaselineOptions
+    from talkplay.evaluate.hybrid import FEATURES, HybridConfig, HybridRecommender
+    from talkplay.evaluate.protocols import build_targets
+    from talkplay.recommend.engine import score_blocks
+    from talkplay.recommend.recommender import TalkPlayRecommender, load_talkplay
+    from talkplay.tokenize.codebook import Codebook
+    from talkplay.tokenize.grammar import MISSING
+
+    data, run = tiny_run
+    ds = read_dataset(data)
+    tp = load_talkplay(run, mode="beam", with_reply=False)
+    assert tp.scored == 5
+    codes = tp.codebook.codes.copy()
+    codes[:, 3:] = MISSING
+    cut = TalkPlayRecommender(tp.model, tp.tokenizer, Codebook(tp.codebook.item_ids, codes,
+                                                                tp.codebook.centroids),
+                              tp.cfg, mode="beam", with_reply=False)
+    assert cut.scored == 3
+    target = build_targets(ds, "paper", split="valid", limit=1)[-1]
+    rec = cut.recommend(target.history, k=10)
+    beams = rec.info["beams"]
+    assert beams and all(c[3:] == [MISSING, MISSING] for c, _ in beams)
+    state = cut._prompt_state(cut.prompt(target.history)[0])
+    exact = score_blocks(cut.model, state, np.array([c for c, _ in beams]), cut.table, scored=3)
+    assert [s for _, s in beams] == pytest.approx(exact.tolist(), abs=1e-4)
+    retrievers = {k: SYSTEMS[k](ds, BaselineOptions()) for k in ("bm25", "dense", "cooc")}
+    hybrid = HybridRecommender(cut, retrievers, HybridConfig(pool=5))
+    pool = hybrid.pool(target.history, set(target.exclude))
+    lm = pool.features[:, FEATURES.index("lm")]
+    brute = score_blocks(cut.model, state, codes[pool.rows], cut.table, scored=3)
+    assert lm == pytest.approx(brute - brute.max(), abs=1e-4)
 
 
 def test_hybrid_pools_and_marks_the_tracks_of_an_artist_the_user_names(tiny_run):

@@ -11,7 +11,8 @@ model as the judge and widens what it judges:
 2. **Model scores.** Every pooled track's music block is scored by the model: its exact
    log-probability given the conversation (the beam's own scores where it reached the block,
    the rest from ``engine.score_blocks``: their blocks packed into one forward after the shared
-   prompt cache). The dense head (``lm.dense_head``, trained with ``talkplay train
+   prompt cache; positions where every catalog track has the same code, such as the none
+   tokens of modalities a catalog lacks, are fixed by the catalog and not scored). The dense head (``lm.dense_head``, trained with ``talkplay train
    --dense-head W``) scores every catalog track, cold ones included: the cosine between the
    projected hidden state at ``<start_of_music>`` and the track's content embedding.
    ``named`` (``evaluate.named``) marks the tracks whose artist the conversation names, by how
@@ -265,7 +266,8 @@ class HybridRecommender:
         todo = np.array([i for i, key in enumerate(keys) if key not in known], dtype=np.int64)
         per = np.array([known.get(key, 0.0) for key in keys])
         if len(todo):
-            per[todo] = score_blocks(self.tp.model, state, uniq[todo], self.tp.table)
+            per[todo] = score_blocks(self.tp.model, state, uniq[todo], self.tp.table,
+                                     scored=self.tp.scored)
         out = per[np.asarray(inverse).ravel()]
         return out - out.max()
 

@@ -50,6 +50,26 @@ def music_id_table(k: int | Mapping[str, int], token_to_id: Callable[[str], int]
     return table
 
 
+def scored_positions(codes: np.ndarray) -> int:
+    """How many leading music positions a catalog's tracks differ in: the positions after them
+    hold one code for every track (a modality the whole catalog lacks, such as the tags, lyrics
+    and audio of a CPCD import, is ``none`` everywhere). Those tail tokens are fixed by the
+    catalog, so the beam and the block scorer complete them without running the model
+    (``engine.beam_music_block``'s ``scored``).
+
+    Args:
+        codes: int [n_items, 5] (e.g. ``Codebook.codes``).
+    Returns:
+        1..5 (5 when the last position varies; at least 1, so the first token is always scored).
+    """
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or codes.shape[1] != _N:
+        raise ValueError(f"codes must be [n_items, {_N}], got shape {codes.shape}")
+    varies = (codes != codes[:1]).any(axis=0) if len(codes) else np.ones(_N, dtype=bool)
+    where = np.flatnonzero(varies)
+    return int(where[-1]) + 1 if len(where) else 1
+
+
 class CatalogTrie:
     """Prefix tree over catalog 5-tuples for constrained decoding.
 
@@ -161,4 +181,4 @@ class CatalogTrie:
         return sorted_values[keep].astype(np.int64)
 
 
-__all__ = ["CatalogTrie", "music_id_table"]
+__all__ = ["CatalogTrie", "music_id_table", "scored_positions"]

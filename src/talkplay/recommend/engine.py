@@ -381,7 +381,8 @@ def _reorder_suffix(cache, beam_idx: torch.Tensor, n: int) -> None:
 
 @torch.inference_mode()
 def beam_music_block(model, prompt: Sequence[int] | DecodeState, trie: Trie,
-                     music_ids: np.ndarray, num_beams: int) -> list[tuple[tuple[int, ...], float]]:
+                     music_ids: np.ndarray, num_beams: int, scored: int = _N
+                     ) -> list[tuple[tuple[int, ...], float]]:
     """Beam search over the five music positions, restricted to catalog prefixes.
 
     A beam's score is the sum of its tokens' log-probabilities under the model's full softmax
@@ -394,16 +395,43 @@ def beam_music_block(model, prompt: Sequence[int] | DecodeState, trie: Trie,
         trie: the catalog's ``CatalogTrie`` (anything with ``allowed(prefix) -> codes``).
         music_ids: int64 [5, K_max + 1] token-id table.
         num_beams: beams kept after each position.
+        scored: positions searched and scored (1..5); the positions after them are completed
+            with each prefix's only catalog continuation, unscored and never fed to the model.
+            Pass ``constraints.scored_positions(catalog codes)`` when the catalog holds one code
+            for every track there (CPCD has no tags, lyrics or audio): it saves the forwards of
+            tokens the catalog fixes. 5 (the default) scores every position.
     Returns:
         Up to ``num_beams`` ``(codes, logprob)``, best first; every codes tuple is in the catalog.
+    Raises:
+        ValueError: ``scored`` out of range, or a searched prefix with more than one
+            continuation past ``scored``.
     """
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    _check_scored(scored)
     table = _table(music_ids)
     state = prompt if isinstance(prompt, DecodeState) else prefill(model, prompt)
     if hasattr(state.cache, "crop"):
-        return _packed_beam(model, state, trie, table, num_beams)
-    return _batched_beam(model, copy_state(state), trie, table, num_beams)
+        beams = _packed_beam(model, state, trie, table, num_beams, scored)
+    else:
+        beams = _batched_beam(model, copy_state(state), trie, table, num_beams, scored)
+    return [(_complete(trie, codes), score) for codes, score in beams]
+
+
+def _check_scored(scored: int) -> None:
+    if not 1 <= scored <= _N:
+        raise ValueError(f"scored must be 1..{_N} music positions, got {scored}")
+
+
+def _complete(trie: Trie, prefix: tuple[int, ...]) -> tuple[int, ...]:
+    """``prefix`` followed by its only catalog continuation (the unscored tail)."""
+    while len(prefix) < _N:
+        nxt = trie.allowed(prefix)
+        if len(nxt) != 1:
+            raise ValueError(f"music positions after {len(prefix)} are not fixed by the catalog: "
+                             f"{prefix} continues with {len(nxt)} codes (use scored_positions)")
+        prefix += (int(nxt[0]),)
+    return prefix
 
 
 def _beam_step(table: np.ndarray, pos: int, prefixes: list[tuple[int, ...]],
@@ -442,7 +470,7 @@ def _crop(cache, past: int) -> None:
 
 @torch.inference_mode()
 def _packed_beam(model, state: DecodeState, trie: Trie, table: np.ndarray,
-                 num_beams: int) -> list[tuple[tuple[int, ...], float]]:
+                 num_beams: int, scored: int = _N) -> list[tuple[tuple[int, ...], float]]:
     """``beam_music_block`` with every beam's tokens packed into one sequence after the shared
     prompt cache (the tree attention of ``score_blocks``): each step feeds the beams' latest
     tokens in one forward, each attending to the prompt and to its own earlier tokens only, so
@@ -458,7 +486,7 @@ def _packed_beam(model, state: DecodeState, trie: Trie, table: np.ndarray,
     last = torch.empty(0, dtype=torch.int64)  # [B] each beam's latest token
     fed = 0  # tokens packed after the prompt
     try:
-        for pos in range(_N):
+        for pos in range(scored):
             if pos > 0:
                 b = len(prefixes)
                 mask = torch.full((b, past + fed + b), torch.finfo(dtype).min, dtype=dtype)
@@ -483,7 +511,7 @@ def _packed_beam(model, state: DecodeState, trie: Trie, table: np.ndarray,
 
 @torch.inference_mode()
 def _batched_beam(model, state: DecodeState, trie: Trie, table: np.ndarray,
-                  num_beams: int) -> list[tuple[tuple[int, ...], float]]:
+                  num_beams: int, scored: int = _N) -> list[tuple[tuple[int, ...], float]]:
     """``beam_music_block`` with one cache row per beam (for caches that cannot be cut back);
     ``state`` is advanced and reordered in place."""
     cache = state.cache
@@ -491,7 +519,7 @@ def _batched_beam(model, state: DecodeState, trie: Trie, table: np.ndarray,
     prefixes: list[tuple[int, ...]] = [()]
     scores = torch.zeros(1, dtype=torch.float64)  # [B]
     last = torch.empty(0, dtype=torch.int64)  # [B] each beam's latest token
-    for pos in range(_N):
+    for pos in range(scored):
         if pos > 0:
             logits, cache = _forward(model, last[:, None], cache)
             logp = torch.log_softmax(logits.double(), -1)  # [B, V]
@@ -499,14 +527,14 @@ def _batched_beam(model, state: DecodeState, trie: Trie, table: np.ndarray,
                                                   num_beams)
         if pos == 0:
             cache.reorder_cache(kept.to(_device(model)))  # expands 1 -> B rows
-        elif pos < _N - 1:
+        elif pos < scored - 1:
             _reorder_suffix(cache, kept.to(_device(model)), pos)
     return [(p, float(s)) for p, s in zip(prefixes, scores.tolist(), strict=True)]
 
 
 @torch.inference_mode()
 def score_blocks(model, state: DecodeState, codes: np.ndarray, music_ids: np.ndarray,
-                 chunk: int = 128) -> np.ndarray:
+                 chunk: int = 128, scored: int = _N) -> np.ndarray:
     """Exact log-probability of each given music block after ``state``, in batched forwards.
 
     The same quantity as an exhaustive ``beam_music_block`` restricted to ``codes`` (sum of the
@@ -525,9 +553,12 @@ def score_blocks(model, state: DecodeState, codes: np.ndarray, music_ids: np.nda
         codes: int [n, 5] candidate blocks (``MISSING`` = the none token).
         music_ids: int64 [5, K_max + 1] token-id table.
         chunk: candidates per forward (taken in sorted order, so chunks keep shared prefixes).
+        scored: only the first ``scored`` positions are scored (``beam_music_block``'s
+            argument, so the two agree); the rest are neither scored nor fed.
     Returns:
         float64 [n] log-probabilities.
     """
+    _check_scored(scored)
     table = _table(music_ids)
     codes = np.asarray(codes, dtype=np.int64).reshape(-1, _N)
     tokens = table[np.arange(_N)[None, :], codes]  # [n, 5]
@@ -536,12 +567,14 @@ def score_blocks(model, state: DecodeState, codes: np.ndarray, music_ids: np.nda
         raise ValueError(f"block {codes[bad].tolist()} has a code with no token")
     first = torch.log_softmax(state.logits.double(), -1)
     out = first[torch.from_numpy(tokens[:, 0])].numpy().copy()
-    if not len(tokens):
+    if not len(tokens) or scored == 1:
         return out
     if not hasattr(state.cache, "crop"):  # legacy caches cannot be cut back: one at a time
         for i, c in enumerate(codes):
-            (_, out[i]), = beam_music_block(model, state, CatalogTrie(c[None]), table, num_beams=1)
+            (_, out[i]), = beam_music_block(model, state, CatalogTrie(c[None]), table, num_beams=1,
+                                            scored=scored)
         return out
+    tokens = tokens[:, :scored]
     order = np.lexsort(tokens[:, ::-1].T)  # sorted rows: neighbours share prefixes
     for lo in range(0, len(order), chunk):
         rows = order[lo:lo + chunk]
@@ -551,11 +584,12 @@ def score_blocks(model, state: DecodeState, codes: np.ndarray, music_ids: np.nda
 
 def _trie_scores(model, state: DecodeState, tokens: np.ndarray) -> np.ndarray:
     """log p(tokens[:, 1:] | state, tokens[:, :1]) per row: one forward over the prefix trie."""
-    nodes: dict[tuple[int, ...], int] = {}  # prefix (1..4 tokens) -> packed index
+    width = tokens.shape[1]
+    nodes: dict[tuple[int, ...], int] = {}  # prefix (1..width - 1 tokens) -> packed index
     parent, depth, last = [], [], []
-    at = np.zeros((len(tokens), _N - 1), dtype=np.int64)  # node whose logits predict token d
+    at = np.zeros((len(tokens), width - 1), dtype=np.int64)  # node whose logits predict token d
     for i, row in enumerate(tokens):
-        for d in range(1, _N):
+        for d in range(1, width):
             key = tuple(int(x) for x in row[:d])
             if key not in nodes:
                 nodes[key] = len(parent)

@@ -45,7 +45,7 @@ from talkplay.lm.quantize import QUANTIZE
 from talkplay.lm.quantize import quantize as quantize_model
 from talkplay.lm.render import facts_ids, fit_prompt
 from talkplay.lm.vocab import MusicVocab, music_token_table
-from talkplay.recommend.constraints import CatalogTrie
+from talkplay.recommend.constraints import CatalogTrie, scored_positions
 from talkplay.recommend.engine import (
     DecodeState,
     beam_music_block,
@@ -109,6 +109,9 @@ class TalkPlayRecommender:
         self.table = self.vocab.table.numpy()
         self.index = CodeIndex(codebook.codes, codebook.centroids, popularity)
         self.trie = CatalogTrie(codebook.codes) if self.mode == "beam" else None
+        self.scored = scored_positions(codebook.codes)
+        """Music positions the beam and the hybrid score; the rest hold one code in the whole
+        catalog (``constraints.scored_positions``), completed without the model."""
         self.context_length = context_length
         self.with_reply = with_reply
         self.stop_ids = _stop_ids(tokenizer)
@@ -274,7 +277,8 @@ class TalkPlayRecommender:
             ranked = list(zip(rows.tolist(), scores.tolist(), strict=True))
         else:
             beams = beam_music_block(self.model, state, self.trie, self.table,
-                                     max(self.cfg.num_beams, 1))  # leaves ``state`` unchanged
+                                     max(self.cfg.num_beams, 1),  # leaves ``state`` unchanged
+                                     scored=self.scored)
             codes = beams[0][0]
             ranked = self._beam_ranking(beams, k, set(rows_out.tolist()))
             after = None  # the reply follows the chosen block (``reply_to_block``)
