@@ -15,6 +15,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, RepetitionPenaltyLogitsP
 
 from talkplay.recommend.constraints import CatalogTrie, scored_positions
 from talkplay.recommend.engine import (
+    beam_and_score,
     beam_music_block,
     generate_text,
     prefill,
@@ -202,6 +203,36 @@ def test_positions_the_catalog_fixes_are_completed_not_scored(model):
     first = torch.log_softmax(prefill(model, PROMPT).logits.double(), -1)
     one = score_blocks(model, prefill(model, PROMPT), codes, TABLE, scored=1)
     assert one == pytest.approx([float(first[TABLE[0, c]]) for c in codes[:, 0]])
+
+
+@pytest.mark.parametrize("scored", [5, 3])
+def test_blocks_scored_inside_the_beam_equal_the_block_scorer(model, scored):
+    """beam_and_score feeds the extra blocks' prefixes beside the beams: the same beams as
+    beam_music_block, the same scores as score_blocks (blocks in and out of the beam, shared
+    prefixes, repeats, a block outside the catalog), and the state is left as it was."""
+    codes = tiny_catalog(n=40, seed=17)
+    if scored == 3:
+        codes[:, 3:] = MISSING
+    trie = CatalogTrie(codes)
+    state = prefill(model, PROMPT)
+    logits, ids = state.logits.clone(), list(state.ids)
+    extra = np.concatenate([codes[::3], codes[:2], [[0, 1, 2, MISSING, MISSING]]])
+    beams, got = beam_and_score(model, state, trie, TABLE, 6, extra, scored=scored)
+    alone = beam_music_block(model, PROMPT, trie, TABLE, num_beams=6, scored=scored)
+    assert [t for t, _ in beams] == [t for t, _ in alone]  # scores: up to float rounding
+    assert [s for _, s in beams] == pytest.approx([s for _, s in alone], abs=1e-5)
+    want = score_blocks(model, prefill(model, PROMPT), extra, TABLE, scored=scored)
+    assert got == pytest.approx(want, abs=1e-5)
+    assert got[-1] == pytest.approx(seq_logprob(model, PROMPT, (0, 1, 2, MISSING, MISSING)[:scored]),
+                                    abs=1e-4)
+    assert state.ids == ids and torch.equal(state.logits, logits)
+    assert state.cache.get_seq_length() == len(PROMPT)
+    none, empty = beam_and_score(model, state, trie, TABLE, 6, None, scored=scored)
+    assert none == alone and empty.shape == (0,)
+    bad = TABLE.copy()
+    bad[2, 1] = -1
+    with pytest.raises(ValueError, match="no token"):
+        beam_and_score(model, state, trie, bad, 6, np.array([[0, 0, 1, 0, 0]]))
 
 
 def test_scored_positions_and_a_tail_the_catalog_does_not_fix(model):

@@ -286,6 +286,15 @@ def test_hybrid_scores_its_whole_pool_with_the_model_and_says_why(tiny_run):
     exact = dict(beams)
     brute = np.array([exact[tuple(int(c) for c in tp.codebook.codes[r])] for r in pool.rows])
     assert lm == pytest.approx(brute - brute.max(), abs=1e-4)
+    # evaluation shares the beam through a Memo and scores the pool in a forward of its own;
+    # a hybrid with its own beam scores the pool inside the beam's forwards: the same pool
+    from talkplay.evaluate.fusion import Memo
+    shared = HybridRecommender(tp, retrievers, HybridConfig(pool=5), beam=Memo(tp))
+    other = shared.pool(target.history, set(target.exclude))
+    a, b = np.argsort(pool.rows), np.argsort(other.rows)
+    assert pool.rows[a].tolist() == other.rows[b].tolist()
+    assert pool.features[a] == pytest.approx(other.features[b], abs=1e-4)
+    assert (pool.sources[a] == other.sources[b]).all()
     rec = hybrid.recommend(target.history, k=30, exclude=set(target.exclude))
     assert len(rec.tracks) == 30 and not {t.track_id for t in rec.tracks} & target.exclude
     first = rec.tracks[0]

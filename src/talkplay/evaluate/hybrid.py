@@ -204,13 +204,6 @@ class HybridRecommender:
         proposed: dict[int, set[str]] = {}
         use_lm = "lm" not in skip
         known: dict[tuple[int, ...], float] = {}
-        if use_lm:
-            # Ask as deep as the evaluation and rrf do, so a Memo'd beam runs once per query.
-            rec = self.beam.recommend(history, k=BEAM_DEPTH, exclude=exclude)
-            known = {tuple(c): s for c, s in rec.info.get("beams", [])}
-            for t in rec.tracks[:self.cfg.pool]:
-                if t.track_id in self.row and self.row[t.track_id] not in banned:
-                    proposed.setdefault(self.row[t.track_id], set()).add("beam")
         for key, s in full.items():
             taken = 0
             if key == "named" and "bm25" in full:  # an artist's tracks: BM25 orders them
@@ -223,6 +216,19 @@ class HybridRecommender:
                 if int(r_) not in banned:
                     proposed.setdefault(int(r_), set()).add(key)
                     taken += 1
+        if use_lm:
+            if self.beam is self.tp and getattr(self.tp, "mode", None) == "beam":
+                # One search scores the retrieved candidates too, in the beam's own forwards.
+                codes = np.unique(self.tp.codebook.codes[list(proposed)].reshape(-1, 5), axis=0)
+                rec, got = self.tp.rank_and_score(history, BEAM_DEPTH, exclude, codes)
+                known = {tuple(int(x) for x in c): float(v) for c, v in zip(codes, got, strict=True)}
+            else:
+                # Ask as deep as the evaluation and rrf do, so a Memo'd beam runs once per query.
+                rec = self.beam.recommend(history, k=BEAM_DEPTH, exclude=exclude)
+            known.update({tuple(c): s for c, s in rec.info.get("beams", [])})
+            for t in rec.tracks[:self.cfg.pool]:
+                if t.track_id in self.row and self.row[t.track_id] not in banned:
+                    proposed.setdefault(self.row[t.track_id], set()).add("beam")
         rows = np.fromiter(proposed, dtype=np.int64, count=len(proposed))
         sources = np.array([[src in proposed[int(r_)] for src in SOURCES] for r_ in rows],
                            dtype=bool).reshape(len(rows), len(SOURCES))

@@ -48,7 +48,7 @@ from talkplay.lm.vocab import MusicVocab, music_token_table
 from talkplay.recommend.constraints import CatalogTrie, scored_positions
 from talkplay.recommend.engine import (
     DecodeState,
-    beam_music_block,
+    beam_and_score,
     cast_state,
     common_prefix,
     continue_prompt,
@@ -226,10 +226,28 @@ class TalkPlayRecommender:
     def recommend(self, history: list[Message], k: int = 10,
                   exclude: set[str] | None = None) -> Recommendation:
         """Rank catalog tracks for the next assistant turn (see module docstring)."""
-        rec, writing = self._turn(history, k, exclude)
+        rec, writing, _ = self._turn(history, k, exclude)
         if writing is not None:
             rec.reply = self._reply(*writing)
         return rec
+
+    @torch.inference_mode()
+    def rank_and_score(self, history: list[Message], k: int, exclude: set[str] | None,
+                       codes: np.ndarray) -> tuple[Recommendation, np.ndarray]:
+        """Beam mode: ``recommend``'s ranking (no reply) and the exact log-probability of each
+        of ``codes``'s music blocks after this turn's prompt, scored in the beam's own forwards
+        (``engine.beam_and_score``: what ``talkplay-hybrid`` asks for its pool).
+
+        Args:
+            history, k, exclude: as ``recommend``.
+            codes: int [n, 5] blocks to score.
+        Returns:
+            (the ranking, float64 [n] log-probabilities over the ``scored`` positions).
+        """
+        if self.mode != "beam":
+            raise ValueError(f"rank_and_score needs beam mode, not {self.mode!r}")
+        rec, _, scores = self._turn(history, k, exclude, score=codes, reply=False)
+        return rec, scores
 
     def recommend_batch(self, requests: Sequence[tuple[list[Message], int, set[str] | None]]
                         ) -> list[Recommendation]:
@@ -244,7 +262,7 @@ class TalkPlayRecommender:
         """
         if len(requests) == 1 or not self.with_reply:
             return [self.recommend(*r) for r in requests]
-        turns = [self._turn(*r) for r in requests]
+        turns = [self._turn(*r)[:2] for r in requests]
         writing = [(i, w) for i, (_, w) in enumerate(turns) if w is not None]
         texts = generate_texts(
             self.writer, [w[0] for _, w in writing], self.cfg, self.stop_ids,
@@ -255,10 +273,13 @@ class TalkPlayRecommender:
             turns[i][0].reply = self._text(ids)
         return [rec for rec, _ in turns]
 
-    def _turn(self, history: list[Message], k: int, exclude: set[str] | None
-              ) -> tuple[Recommendation, tuple[DecodeState, torch.Generator, str | None] | None]:
-        """The ranked turn without its reply, and what writes the reply (the state after the
-        chosen block and facts line, the generator, the track) when replies are on."""
+    def _turn(self, history: list[Message], k: int, exclude: set[str] | None,
+              score: np.ndarray | None = None, reply: bool = True
+              ) -> tuple[Recommendation, tuple[DecodeState, torch.Generator, str | None] | None,
+                         np.ndarray | None]:
+        """The ranked turn without its reply, what writes the reply (the state after the
+        chosen block and facts line, the generator, the track) when replies are on and
+        ``reply``, and (beam mode) the log-probabilities of the ``score`` blocks."""
         excluded = set(exclude or ())
         if self.cfg.exclude_seen:
             excluded |= {m.content for m in history if m.role == "music"}
@@ -267,6 +288,7 @@ class TalkPlayRecommender:
         prompt, prompt_info = self.prompt(history)
         generator = self.generator(prompt)
         state = self._prompt_state(prompt)
+        block_scores = None
         if self.mode == "paper":
             # Sampling advances its state in place: never hand it the cached one.
             sample = sample_music_block(self.model, copy_state(state) if self.cache_size else state,
@@ -276,9 +298,9 @@ class TalkPlayRecommender:
             rows, scores = self.index.rank(codes, k, exclude_rows=rows_out)
             ranked = list(zip(rows.tolist(), scores.tolist(), strict=True))
         else:
-            beams = beam_music_block(self.model, state, self.trie, self.table,
-                                     max(self.cfg.num_beams, 1),  # leaves ``state`` unchanged
-                                     scored=self.scored)
+            # leaves ``state`` unchanged
+            beams, block_scores = beam_and_score(self.model, state, self.trie, self.table,
+                                                 max(self.cfg.num_beams, 1), score, self.scored)
             codes = beams[0][0]
             ranked = self._beam_ranking(beams, k, set(rows_out.tolist()))
             after = None  # the reply follows the chosen block (``reply_to_block``)
@@ -291,8 +313,8 @@ class TalkPlayRecommender:
         tracks = [ScoredTrack(self.codebook.item_ids[r], float(s),
                               item_text(self.codebook.codes[r].tolist())) for r, s in ranked]
         rec = Recommendation(tracks=tracks[:k], reply="", info=info)
-        if not self.with_reply:
-            return rec, None
+        if not (self.with_reply and reply):
+            return rec, None, block_scores
         first = tracks[0].track_id if tracks else None
         if after is not None:  # paper mode: the sampled block is in ``after`` already
             cast_state(after, weights_dtype(self.writer))
@@ -300,7 +322,7 @@ class TalkPlayRecommender:
                 extend(self.writer, after, facts_ids(self.tokenizer, self.facts, first))
         else:
             after = self._block_state(state, codes, first)
-        return rec, (after, generator, first)
+        return rec, (after, generator, first), block_scores
 
     def generator(self, prompt: list[int]) -> torch.Generator:
         """Seeded per prompt: the same history gives the same answer whatever came before."""
