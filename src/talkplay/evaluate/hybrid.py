@@ -9,12 +9,15 @@ model as the judge and widens what it judges:
    head when the run has one. New tracks enter through text and content, not only through
    tokens.
 2. **Model scores.** Every pooled track's music block is scored by the model: its exact
-   log-probability given the conversation (the beam's own scores where it reached the block,
-   the rest from ``engine.score_blocks``: their blocks packed into one forward after the shared
-   prompt cache; positions where every catalog track has the same code, such as the none
-   tokens of modalities a catalog lacks, are fixed by the catalog and not scored). The dense head (``lm.dense_head``, trained with ``talkplay train
-   --dense-head W``) scores every catalog track, cold ones included: the cosine between the
-   projected hidden state at ``<start_of_music>`` and the track's content embedding.
+   log-probability given the conversation. A hybrid with its own beam scores the pool inside
+   the beam's forwards (``engine.beam_and_score``: each step also feeds the pool's prefixes
+   that no beam holds); one whose beam is shared through a ``fusion.Memo`` (``talkplay
+   evaluate``) takes the beam's scores where it reached the block and packs the rest into one
+   forward after the shared prompt cache (``engine.score_blocks``). Positions where every
+   catalog track has the same code (the none tokens of modalities a catalog lacks) are fixed
+   by the catalog and not scored. The dense head (``lm.dense_head``, trained with ``talkplay
+   train --dense-head W``) scores every catalog track, cold ones included: the cosine between
+   the projected hidden state at ``<start_of_music>`` and the track's content embedding.
    ``named`` (``evaluate.named``) marks the tracks whose artist the conversation names, by how
    recently; its tracks also join the pool.
 3. **Combination.** ``score = sum_c w_c * f_c`` over the components' per-query normalised
