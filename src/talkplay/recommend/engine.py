@@ -431,11 +431,8 @@ def beam_and_score(model, prompt: Sequence[int] | DecodeState, trie: Trie,
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
     _check_scored(scored)
     table = _table(music_ids)
-    codes = np.zeros((0, _N), np.int64) if codes is None else np.asarray(codes, np.int64)
-    codes = codes.reshape(-1, _N)
-    if (table[np.arange(_N)[None, :], codes] < 0).any():
-        bad = int(np.flatnonzero((table[np.arange(_N)[None, :], codes] < 0).any(axis=1))[0])
-        raise ValueError(f"block {codes[bad].tolist()} has a code with no token")
+    codes = np.zeros((0, _N), np.int64) if codes is None else codes
+    codes, _ = _block_tokens(table, codes)
     state = prompt if isinstance(prompt, DecodeState) else prefill(model, prompt)
     if hasattr(state.cache, "crop"):
         beams, scores = _packed_beam(model, state, trie, table, num_beams, scored, codes)
@@ -443,6 +440,17 @@ def beam_and_score(model, prompt: Sequence[int] | DecodeState, trie: Trie,
         beams = _batched_beam(model, copy_state(state), trie, table, num_beams, scored)
         scores = score_blocks(model, state, codes, table, scored=scored)
     return [(_complete(trie, c), score) for c, score in beams], scores
+
+
+def _block_tokens(table: np.ndarray, codes) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 codes [n, 5], their token ids [n, 5]); a ValueError names the first block with a
+    code that has no token."""
+    codes = np.asarray(codes, dtype=np.int64).reshape(-1, _N)
+    tokens = table[np.arange(_N)[None, :], codes]
+    if (tokens < 0).any():
+        bad = int(np.flatnonzero((tokens < 0).any(axis=1))[0])
+        raise ValueError(f"block {codes[bad].tolist()} has a code with no token")
+    return codes, tokens
 
 
 def _check_scored(scored: int) -> None:
@@ -612,11 +620,7 @@ def score_blocks(model, state: DecodeState, codes: np.ndarray, music_ids: np.nda
     """
     _check_scored(scored)
     table = _table(music_ids)
-    codes = np.asarray(codes, dtype=np.int64).reshape(-1, _N)
-    tokens = table[np.arange(_N)[None, :], codes]  # [n, 5]
-    if (tokens < 0).any():
-        bad = int(np.flatnonzero((tokens < 0).any(axis=1))[0])
-        raise ValueError(f"block {codes[bad].tolist()} has a code with no token")
+    codes, tokens = _block_tokens(table, codes)
     first = torch.log_softmax(state.logits.double(), -1)
     out = first[torch.from_numpy(tokens[:, 0])].numpy().copy()
     if not len(tokens) or scored == 1:
