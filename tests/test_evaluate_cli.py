@@ -387,8 +387,8 @@ def test_hybrid_ablations_share_one_pool_and_drop_only_their_sources(tiny_run, m
     calls = []
     real = HybridRecommender._lm_scores
     monkeypatch.setattr(HybridRecommender, "_lm_scores",
-                        lambda self, state, rows, known=None: calls.append(len(rows))
-                        or real(self, state, rows, known))
+                        lambda self, state, rows, known=None, need=None: calls.append(len(rows))
+                        or real(self, state, rows, known, need))
     full = HybridRecommender(tp, retrievers, HybridConfig(pool=5), beam=beam, shared=shared)
     no_bm25 = HybridRecommender(tp, retrievers, HybridConfig(pool=5, without=["bm25"]),
                                 name="x", beam=beam, shared=shared)
@@ -425,6 +425,15 @@ def test_the_fitted_hybrid_is_served_with_a_reply_and_refused_before_fitting(tin
         load_recommender(bare, "talkplay-hybrid")
 
 
+def _bind(fake) -> None:
+    """Give a stand-in hybrid (ids, active, cfg, pool) the real ranking methods."""
+    from talkplay.evaluate.hybrid import HybridRecommender
+
+    for name in ("effective", "rank", "order"):
+        method = getattr(HybridRecommender, name)
+        setattr(fake, name, lambda pool, w=None, lm_top="cfg", m=method: m(fake, pool, w, lm_top))
+
+
 def test_weight_fit_is_at_least_as_good_as_every_start_it_tries():
     """Coordinate ascent from several starts: the fit beats equal weights, each component
     alone and each leave-one-out setting on the data it is fit on."""
@@ -434,7 +443,6 @@ def test_weight_fit_is_at_least_as_good_as_every_start_it_tries():
         FEATURES,
         SOURCES,
         HybridConfig,
-        HybridRecommender,
         Pool,
         fit_weights,
     )
@@ -450,8 +458,7 @@ def test_weight_fit_is_at_least_as_good_as_every_start_it_tries():
         targets.append(SimpleNamespace(history=q, exclude=(), gold=[gold]))
     fake = SimpleNamespace(ids=ids, active=list(FEATURES), cfg=HybridConfig(),
                            pool=lambda history, exclude: pools[history])
-    fake.rank = lambda pool, w=None: HybridRecommender.rank(fake, pool, w)
-    fake.order = lambda pool, w=None: HybridRecommender.order(fake, pool, w)
+    _bind(fake)
     fitted = fit_weights(fake, targets, {})
 
     def mrr(w):
@@ -468,6 +475,74 @@ def test_weight_fit_is_at_least_as_good_as_every_start_it_tries():
     for f in FEATURES:
         assert fitted["mrr_fitted"] >= mrr({g: float(g == f) for g in FEATURES}) - 1e-4
         assert fitted["mrr_fitted"] >= mrr({g: float(g != f) for g in FEATURES}) - 1e-4
+
+
+def test_the_model_scores_the_fewest_candidates_that_keep_the_valid_mrr():
+    """lm_top: the smallest value within LM_TOP_TOLERANCE of scoring every candidate wins; a
+    value that leaves wanted tracks unscored loses them."""
+    from types import SimpleNamespace
+
+    from talkplay.evaluate.hybrid import FEATURES, SOURCES, HybridConfig, Pool, fit_weights
+
+    ids = [f"t{i}" for i in range(40)]
+    pools, targets = {}, []
+    for q in range(16):  # the model knows the wanted track; BM25 ranks it (q % 8)-th
+        rows = np.arange(q, q + 12) % 40
+        feats = np.zeros((12, len(FEATURES)))
+        feats[:, FEATURES.index("lm")] = -5.0
+        feats[q % 8, FEATURES.index("lm")] = 0.0
+        feats[:, FEATURES.index("bm25")] = np.linspace(1.0, 0.1, 12)
+        pools[q] = Pool(rows, feats, np.zeros((12, len(SOURCES)), bool))
+        targets.append(SimpleNamespace(history=q, exclude=(), gold=[ids[int(rows[q % 8])]]))
+    fake = SimpleNamespace(ids=ids, active=["lm", "bm25"], cfg=HybridConfig(),
+                           pool=lambda history, exclude: pools[history])
+    _bind(fake)
+    fitted = fit_weights(fake, targets, {}, lm_tops=(2, 5, 8, 10))
+    assert fitted["mrr_fitted"] == pytest.approx(1.0)
+    by_top = fitted["mrr_by_lm_top"]
+    assert by_top["2"] < by_top["5"] < by_top["8"] == by_top["10"] == pytest.approx(1.0)
+    assert fake.cfg.lm_top == 8
+    # a candidate the model did not score ranks with the lowest score the model gave
+    assert fake.effective(pools[1], lm_top=2)[:, 0].tolist() == [-5.0, 0.0] + [-5.0] * 10
+    assert fake.effective(pools[7], lm_top=2)[:, 0].tolist() == [0.0] * 12  # 7th: unscored
+    assert fit_weights(fake, targets, {}, lm_tops=())["mrr_by_lm_top"] == {}
+    assert fake.cfg.lm_top is None
+    with pytest.raises(ValueError, match="lm_top"):
+        HybridConfig(lm_top=0)
+
+
+def test_a_hybrid_scoring_its_top_candidates_ranks_as_one_scoring_them_all(tiny_run):
+    """With lm_top, a hybrid with its own beam feeds the model only the blocks a ranking can
+    use (the others stay unscored); the ranking equals that of the same hybrid over a pool
+    scored in full (evaluation's shared beam)."""
+    from talkplay.data.dataset import read_dataset
+    from talkplay.evaluate.baselines import SYSTEMS, BaselineOptions
+    from talkplay.evaluate.fusion import Memo
+    from talkplay.evaluate.hybrid import FEATURES, SOURCES, HybridConfig, HybridRecommender
+    from talkplay.evaluate.protocols import build_targets
+    from talkplay.recommend.recommender import load_talkplay
+
+    data, run = tiny_run
+    ds = read_dataset(data)
+    tp = load_talkplay(run, mode="beam", with_reply=False)
+    retrievers = {k: SYSTEMS[k](ds, BaselineOptions()) for k in ("bm25", "dense", "cooc")}
+    cfg = HybridConfig(pool=5, lm_top=2, weights={f: 1.0 for f in FEATURES})
+    own = HybridRecommender(tp, retrievers, cfg)
+    full = HybridRecommender(tp, retrievers, cfg, beam=Memo(tp), shared={})
+    unscored = 0
+    for target in build_targets(ds, "paper", split="valid", limit=3):
+        history, exclude = target.history, set(target.exclude)
+        pool = own.pool(history, exclude)
+        lm = pool.features[:, FEATURES.index("lm")]
+        beam = pool.sources[:, SOURCES.index("beam")]
+        assert not np.isnan(lm[beam]).any() and (~np.isnan(lm)).sum() >= min(len(lm), 2)
+        unscored += int(np.isnan(lm).sum())
+        assert not np.isnan(full.pool(history, exclude).features).any()
+        a = own.recommend(history, k=15, exclude=exclude)
+        b = full.recommend(history, k=15, exclude=exclude)
+        assert [t.track_id for t in a.tracks] == [t.track_id for t in b.tracks]
+        assert [t.score for t in a.tracks] == pytest.approx([t.score for t in b.tracks], abs=1e-4)
+    assert unscored > 0  # some candidates were never fed to the model
 
 
 def test_bf16_ranking_with_int8_replies_loads_ranks_and_writes(tiny_run, tmp_path):

@@ -92,9 +92,12 @@ def build_hybrid(ds: Dataset, name: str, part, run: Path | None, *, protocol: st
             fit_weights(hybrid, targets, cluster_map(ds),
                         progress=lambda done, total: bar.update(task, completed=done))
         save_config(run, name, hybrid.cfg)
+        fitted, top = hybrid.cfg.fitted, hybrid.cfg.lm_top
+        scores = "every candidate" if top is None else f"the beam's and the {top} best others"
         console.print(f"{name}: weights {hybrid.cfg.weights} fit on the valid split "
-                      f"(MRR {hybrid.cfg.fitted['mrr_fitted']:.4f}, equal weights "
-                      f"{hybrid.cfg.fitted['mrr_equal_weights']:.4f}); saved in {run}/hybrid.json")
+                      f"(MRR {fitted['mrr_fitted']:.4f}, equal weights "
+                      f"{fitted['mrr_equal_weights']:.4f}); the model scores {scores} (valid "
+                      f"MRR by lm_top: {fitted['mrr_by_lm_top']}); saved in {run}/hybrid.json")
     return hybrid
 
 

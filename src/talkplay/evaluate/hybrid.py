@@ -28,6 +28,12 @@ model as the judge and widens what it judges:
    **validation** split (coordinate ascent on MRR, ``fit_weights``), never on test, and saved
    in the run (``RUN/hybrid.json``). Each returned track carries its per-component
    contributions in ``Recommendation.info["why"]``.
+4. **What the model scores** (``lm_top``, also chosen on validation): the model's score is
+   used for the beam's own candidates (free: the search scored them) and for the ``lm_top``
+   best of the rest by the other components; every other candidate gets the lowest model
+   score among those. The model then runs only on the prefixes of a few blocks the search did
+   not hold (its cost beside beam mode), and the rule is applied when ranking, so a pool
+   scored in full ranks the same way.
 
 Ablations drop components (``without``): the pool then lacks that source and the weights are
 refit without it. Hybrids evaluated together share each query's full pool (``shared``), so the
@@ -66,6 +72,10 @@ BEAM_DEPTH = 200
 """Tracks asked of the beam (the pool takes its first ``pool``; the rest serve a Memo)."""
 GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 """Values coordinate ascent tries for each weight."""
+LM_TOPS = (5, 10, 20, 30, 50)
+"""``lm_top`` values ``fit_weights`` tries (the smallest within ``LM_TOP_TOLERANCE`` wins)."""
+LM_TOP_TOLERANCE = 0.001
+"""Valid MRR an ``lm_top`` may lose against the model scoring every candidate."""
 
 
 def build_retriever(key: str, ds, options=None):
@@ -93,8 +103,15 @@ class HybridConfig:
     """Candidates taken from each source."""
     without: list[str] = field(default_factory=list)
     """Components left out (ablation): any of FEATURES; "lm" also drops the beam's proposals."""
+    lm_top: int | None = None
+    """The model scores the beam's candidates and the ``lm_top`` best of the others by the
+    other components (``lm_mask``); None: every candidate."""
     fitted: dict = field(default_factory=dict)
     """How the weights were chosen: split, targets, valid MRR, seconds."""
+
+    def __post_init__(self) -> None:
+        if self.lm_top is not None and self.lm_top < 1:
+            raise ValueError(f"hybrid lm_top must be >= 1 or None, got {self.lm_top}")
 
 
 @dataclass
@@ -122,6 +139,23 @@ class Pool:
 
 def _scale_max(x: np.ndarray, top: float) -> np.ndarray:
     return x / top if top > 0 else np.zeros_like(x)
+
+
+def _weight_vector(weights: dict[str, float], active: list[str]) -> np.ndarray:
+    return np.array([weights.get(f, 0.0) if f in active else 0.0 for f in FEATURES])
+
+
+def lm_mask(rows: np.ndarray, features: np.ndarray, from_beam: np.ndarray, weights: np.ndarray,
+            lm_top: int | None) -> np.ndarray:
+    """bool [n]: the candidates whose model score a hybrid uses: all when ``lm_top`` is None,
+    else the beam's own (``from_beam``) and the ``lm_top`` best by the other components'
+    weighted sum (``weights``: float [len(FEATURES)]; ties by catalog row)."""
+    if lm_top is None:
+        return np.ones(len(rows), dtype=bool)
+    rest = features[:, 1:] @ weights[1:]
+    mask = from_beam.copy()
+    mask[np.lexsort((rows, -rest))[:lm_top]] = True
+    return mask
 
 
 class HybridRecommender:
@@ -170,11 +204,16 @@ class HybridRecommender:
     @property
     def description(self) -> str:
         """Sources, features and the current weights (after ``fit_weights``, the fitted ones)."""
-        scored = "model log-prob" if "lm" in self.active else "no model log-prob"
+        scored = "no model log-prob"
+        if "lm" in self.active:
+            top = self.cfg.lm_top
+            scored = ("model log-prob" if top is None else
+                      f"model log-prob of the beam's and the {top} best of the rest")
         head = "; dense head" if "head" in self.active else ""
         weights = ", ".join(f"{k} {self.cfg.weights.get(k, 0.0):g}" for k in self.active)
+        scored += " of every candidate" if self.cfg.lm_top is None or "lm" not in self.active else ""
         return (f"TalkPlay hybrid: pool of {self.cfg.pool} per source from "
-                f"{', '.join(self.used)}; {scored} of every candidate{head}; weights {weights} "
+                f"{', '.join(self.used)}; {scored}{head}; weights {weights} "
                 f"fit on {self.cfg.fitted.get('split', 'nothing')}")
 
     def pool(self, history: list[Message], exclude: set[str] | None = None) -> Pool:
@@ -219,10 +258,21 @@ class HybridRecommender:
                 if int(r_) not in banned:
                     proposed.setdefault(int(r_), set()).add(key)
                     taken += 1
+        wanted: np.ndarray | None = None  # rows the model must score (None: every row)
         if use_lm:
             if self.beam is self.tp and getattr(self.tp, "mode", None) == "beam":
-                # One search scores the retrieved candidates too, in the beam's own forwards.
-                codes = np.unique(self.tp.codebook.codes[list(proposed)].reshape(-1, 5), axis=0)
+                # One search scores the retrieved candidates too, in the beam's own forwards:
+                # with lm_top, only those a ranking can use (a pool of this hybrid's own: the
+                # rest of ``lm_mask`` is the beam's, and a beam candidate can only push a
+                # retrieved one out of the top, never in).
+                retrieved = np.fromiter(proposed, dtype=np.int64, count=len(proposed))
+                if self.shared is None and self.cfg.lm_top is not None and len(retrieved):
+                    feats = self._retrieval_features(full, retrieved)
+                    vec = _weight_vector(self.cfg.weights, self.active)
+                    none = np.zeros(len(retrieved), dtype=bool)
+                    wanted = retrieved = retrieved[lm_mask(retrieved, feats, none, vec,
+                                                           self.cfg.lm_top)]
+                codes = np.unique(self.tp.codebook.codes[retrieved].reshape(-1, 5), axis=0)
                 rec, got = self.tp.rank_and_score(history, BEAM_DEPTH, exclude, codes)
                 known = {tuple(int(x) for x in c): float(v) for c, v in zip(codes, got, strict=True)}
             else:
@@ -235,18 +285,26 @@ class HybridRecommender:
         rows = np.fromiter(proposed, dtype=np.int64, count=len(proposed))
         sources = np.array([[src in proposed[int(r_)] for src in SOURCES] for r_ in rows],
                            dtype=bool).reshape(len(rows), len(SOURCES))
-        feats = np.zeros((len(rows), len(FEATURES)))
+        feats = self._retrieval_features(full, rows)
         fill = np.argsort(-full["bm25"], kind="stable") if "bm25" in full else None
         if len(rows) and use_lm:
-            feats[:, 0] = self._lm_scores(state or self._state(history), rows, known)
+            need = (None if wanted is None
+                    else np.isin(rows, wanted) | sources[:, SOURCES.index("beam")])
+            feats[:, 0] = self._lm_scores(state or self._state(history), rows, known, need)
+        return Pool(rows, feats, sources, fill)
+
+    @staticmethod
+    def _retrieval_features(full: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+        """float [n, len(FEATURES)]: the retrieval components' features of ``rows`` (the
+        model's column left 0): dense / head the cosine itself, named its recency weight, bm25
+        / cooc relative to the catalog's best."""
+        feats = np.zeros((len(rows), len(FEATURES)))
         for j, key in enumerate(FEATURES[1:], start=1):
             if key in full and len(rows):
-                # dense / head: the cosine itself; named: its recency weight;
-                # bm25 / cooc: relative to the catalog's best.
                 vals = full[key][rows]
                 feats[:, j] = (vals if key in ("dense", "head", "named")
                                else _scale_max(vals, float(full[key].max())))
-        return Pool(rows, feats, sources, fill)
+        return feats
 
     def _state(self, history: list[Message]):
         """The model's state after the conversation's prompt (the recommender's cached one)."""
@@ -264,43 +322,69 @@ class HybridRecommender:
         return content @ query.astype(content.dtype)
 
     def _lm_scores(self, state, rows: np.ndarray,
-                   known: dict[tuple[int, ...], float] | None = None) -> np.ndarray:
-        """Log-probability of each row's music block, minus the pool's best (<= 0; a shift
+                   known: dict[tuple[int, ...], float] | None = None,
+                   need: np.ndarray | None = None) -> np.ndarray:
+        """Log-probability of each row's music block, minus the best one (<= 0; a shift
         common to every candidate of a query leaves the ranking unchanged). Blocks in ``known``
-        (the beam's own exact scores) are not scored again."""
+        (the beam's own exact scores) are not scored again; rows outside ``need`` (bool [n];
+        None: all rows) whose block is not known are left NaN (a ranking does not use them:
+        ``lm_mask``)."""
         known = known or {}
         codes = self.tp.codebook.codes[rows]  # [n, 5]
         uniq, inverse = np.unique(codes, axis=0, return_inverse=True)
+        inverse = np.asarray(inverse).ravel()
         keys = [tuple(int(x) for x in u) for u in uniq]
-        todo = np.array([i for i, key in enumerate(keys) if key not in known], dtype=np.int64)
-        per = np.array([known.get(key, 0.0) for key in keys])
+        needed = np.ones(len(uniq), dtype=bool)
+        if need is not None:
+            needed[:] = False
+            needed[inverse[need]] = True
+        todo = np.array([i for i, key in enumerate(keys) if key not in known and needed[i]],
+                        dtype=np.int64)
+        per = np.array([known.get(key, 0.0 if needed[i] else np.nan) for i, key in enumerate(keys)])
         if len(todo):
             per[todo] = score_blocks(self.tp.model, state, uniq[todo], self.tp.table,
                                      scored=self.tp.scored)
-        out = per[np.asarray(inverse).ravel()]
-        return out - out.max()
+        out = per[inverse]
+        return out - np.nanmax(out)
 
-    def rank(self, pool: Pool, weights: dict[str, float] | None = None) -> np.ndarray:
-        """Combined scores float [n] of a pool's candidates."""
+    def effective(self, pool: Pool, weights: dict[str, float] | None = None,
+                  lm_top: int | None | str = "cfg") -> np.ndarray:
+        """The features a ranking combines, float [n, len(FEATURES)]: the pool's, with the
+        model's score relative to the best used one, and the lowest used one for candidates
+        outside ``lm_mask`` (``lm_top``: default ``cfg.lm_top``)."""
+        feats = pool.features
+        if "lm" not in self.active or not len(pool.rows):
+            return feats
+        top = self.cfg.lm_top if lm_top == "cfg" else lm_top
+        vec = _weight_vector(weights or self.cfg.weights, self.active)
+        mask = lm_mask(pool.rows, feats, pool.sources[:, SOURCES.index("beam")], vec, top)
+        lm = feats[mask, 0]
+        feats = feats.copy()
+        feats[:, 0] = np.where(mask, feats[:, 0], lm.min()) - lm.max()
+        return feats
+
+    def rank(self, pool: Pool, weights: dict[str, float] | None = None,
+             lm_top: int | None | str = "cfg") -> np.ndarray:
+        """Combined scores float [n] of a pool's candidates (``lm_top``: as ``effective``)."""
         w = weights or self.cfg.weights
-        vec = np.array([w.get(f, 0.0) if f in self.active else 0.0 for f in FEATURES])
-        return pool.features @ vec
+        return self.effective(pool, w, lm_top) @ _weight_vector(w, self.active)
 
-    def order(self, pool: Pool, weights: dict[str, float] | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
+    def order(self, pool: Pool, weights: dict[str, float] | None = None,
+              lm_top: int | None | str = "cfg") -> tuple[np.ndarray, np.ndarray]:
         """(indices into the pool best first, combined scores); ties by catalog row."""
-        score = self.rank(pool, weights)
+        score = self.rank(pool, weights, lm_top)
         return np.lexsort((pool.rows, -score)), score
 
     def recommend(self, history: list[Message], k: int = 10,
                   exclude: set[str] | None = None) -> Recommendation:
         pool = self.pool(history, exclude)
         order, score = self.order(pool)
+        feats = self.effective(pool)
         tracks, why = [], {}
         for i in order[:k]:
             tid = self.ids[int(pool.rows[i])]
             tracks.append(ScoredTrack(tid, float(score[i])))
-            why[tid] = {f: round(float(self.cfg.weights.get(f, 0.0) * pool.features[i, j]), 4)
+            why[tid] = {f: round(float(self.cfg.weights.get(f, 0.0) * feats[i, j]), 4)
                         for j, f in enumerate(FEATURES) if f in self.active}
         if len(tracks) < k and pool.fill is not None:  # past the pool: BM25 order, scored lower
             floor = (min(t.score for t in tracks) if tracks else 0.0) - 1.0
@@ -322,8 +406,9 @@ class HybridRecommender:
 
 
 def fit_weights(hybrid: HybridRecommender, targets, cluster_of: dict[str, str],
-                rounds: int = 3, progress=None) -> dict:
-    """Choose the hybrid's weights by coordinate ascent on MRR over ``targets`` (valid split).
+                rounds: int = 3, progress=None, lm_tops: tuple[int, ...] = LM_TOPS) -> dict:
+    """Choose the hybrid's weights by coordinate ascent on MRR over ``targets`` (valid split),
+    then how many candidates the model scores (``lm_top``).
 
     Features are computed once per target (the model scoring is the expensive part); every
     weight is then tried at each ``GRID`` value with the others fixed, for up to ``rounds``
@@ -332,12 +417,17 @@ def fit_weights(hybrid: HybridRecommender, targets, cluster_of: dict[str, str],
     and the best valid MRR wins, so the full hybrid's fit is never stuck below a setting one of
     its ablations reaches from the same start.
 
+    With the weights fixed, each of ``lm_tops`` is tried (``HybridConfig.lm_top``), and the
+    smallest whose MRR is within ``LM_TOP_TOLERANCE`` of the model scoring every candidate is
+    kept (None when none is): the model's cost beside beam mode is the blocks it scores.
+
     Args:
         hybrid: the recommender (its ``cfg.weights`` are updated in place).
         targets: ``evaluate.protocols.Target`` list of the validation split.
         cluster_of: track id -> cluster id (CPCD), or empty.
         rounds: coordinate-ascent passes.
         progress: called with (done, total) while features are computed.
+        lm_tops: ``lm_top`` values to try; empty: the model scores every candidate.
     Returns:
         The fit record (split, targets, MRR before/after, seconds), also stored in ``cfg.fitted``.
     """
@@ -349,12 +439,12 @@ def fit_weights(hybrid: HybridRecommender, targets, cluster_of: dict[str, str],
             progress(n, len(targets))
     ids = hybrid.ids
 
-    def mrr(w: dict[str, float]) -> float:
+    def mrr(w: dict[str, float], lm_top: int | None = None) -> float:
         total = 0.0
         for pool, t in zip(pools, targets, strict=True):
             if len(pool.rows) == 0:
                 continue
-            order, _ = hybrid.order(pool, w)
+            order, _ = hybrid.order(pool, w, lm_top)
             ranking = [ids[int(pool.rows[i])] for i in order[:100]]
             total += target_metrics(predictions=ranking, gold=t.gold, ks=(100,),
                                     cluster_of=cluster_of or None)["mrr"]
@@ -389,10 +479,14 @@ def fit_weights(hybrid: HybridRecommender, targets, cluster_of: dict[str, str],
         if m > best + 1e-9:
             w, best = cand, m
     hybrid.cfg.weights = w
+    tried = {m: mrr(w, m) for m in sorted(lm_tops)} if "lm" in active else {}
+    hybrid.cfg.lm_top = next((m for m, v in tried.items() if v >= best - LM_TOP_TOLERANCE), None)
     hybrid.cfg.fitted = {"split": "valid", "targets": len(targets), "mrr_equal_weights": round(start, 4),
                          "mrr_fitted": round(best, 4), "starts": len(starts),
+                         "mrr_by_lm_top": {str(m): round(v, 4) for m, v in tried.items()},
                          "seconds": round(time.perf_counter() - t0, 1)}
-    log.info("hybrid weights %s: valid MRR %.4f (equal weights %.4f)", w, best, start)
+    log.info("hybrid weights %s, lm_top %s: valid MRR %.4f (equal weights %.4f)", w,
+             hybrid.cfg.lm_top, best, start)
     return hybrid.cfg.fitted
 
 
