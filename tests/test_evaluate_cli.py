@@ -482,7 +482,14 @@ def test_the_model_scores_the_fewest_candidates_that_keep_the_valid_mrr():
     value that leaves wanted tracks unscored loses them."""
     from types import SimpleNamespace
 
-    from talkplay.evaluate.hybrid import FEATURES, SOURCES, HybridConfig, Pool, fit_weights
+    from talkplay.evaluate.hybrid import (
+        FEATURES,
+        SOURCES,
+        HybridConfig,
+        Pool,
+        choose_lm_top,
+        fit_weights,
+    )
 
     ids = [f"t{i}" for i in range(40)]
     pools, targets = {}, []
@@ -499,16 +506,22 @@ def test_the_model_scores_the_fewest_candidates_that_keep_the_valid_mrr():
     _bind(fake)
     fitted = fit_weights(fake, targets, {}, lm_tops=(2, 5, 8, 10))
     assert fitted["mrr_fitted"] == pytest.approx(1.0)
-    by_top = fitted["mrr_by_lm_top"]
-    assert by_top["2"] < by_top["5"] < by_top["8"] == by_top["10"] == pytest.approx(1.0)
+    by_top = {m: got["mrr"] for m, got in fitted["by_lm_top"].items()}
+    assert by_top["2"] < by_top["5"] < by_top["8"] == by_top["10"] == by_top["all"] == 1.0
     assert fake.cfg.lm_top == 8
     # a candidate the model did not score ranks with the lowest score the model gave
     assert fake.effective(pools[1], lm_top=2)[:, 0].tolist() == [-5.0, 0.0] + [-5.0] * 10
     assert fake.effective(pools[7], lm_top=2)[:, 0].tolist() == [0.0] * 12  # 7th: unscored
-    assert fit_weights(fake, targets, {}, lm_tops=())["mrr_by_lm_top"] == {}
+    assert list(fit_weights(fake, targets, {}, lm_tops=())["by_lm_top"]) == ["all"]
     assert fake.cfg.lm_top is None
     with pytest.raises(ValueError, match="lm_top"):
         HybridConfig(lm_top=0)
+    # MRR alone is not enough: a top-10 the model can no longer reorder loses Hit@10
+    full = {"mrr": 0.5, "hit@1": 0.4, "hit@10": 0.7}
+    tried = {10: {"mrr": 0.4995, "hit@1": 0.4, "hit@10": 0.68},
+             30: {"mrr": 0.4995, "hit@1": 0.4, "hit@10": 0.7}, 50: full}
+    assert choose_lm_top(tried, full) == 30
+    assert choose_lm_top({10: {**full, "hit@1": 0.3}}, full) is None
 
 
 def test_a_hybrid_scoring_its_top_candidates_ranks_as_one_scoring_them_all(tiny_run):

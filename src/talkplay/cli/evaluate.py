@@ -97,7 +97,8 @@ def build_hybrid(ds: Dataset, name: str, part, run: Path | None, *, protocol: st
         console.print(f"{name}: weights {hybrid.cfg.weights} fit on the valid split "
                       f"(MRR {fitted['mrr_fitted']:.4f}, equal weights "
                       f"{fitted['mrr_equal_weights']:.4f}); the model scores {scores} (valid "
-                      f"MRR by lm_top: {fitted['mrr_by_lm_top']}); saved in {run}/hybrid.json")
+                      f"MRR / Hit@1 / Hit@10 by lm_top: {fitted['by_lm_top']}); saved in "
+                      f"{run}/hybrid.json")
     return hybrid
 
 

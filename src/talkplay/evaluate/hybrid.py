@@ -75,7 +75,11 @@ GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 LM_TOPS = (5, 10, 20, 30, 50)
 """``lm_top`` values ``fit_weights`` tries (the smallest within ``LM_TOP_TOLERANCE`` wins)."""
 LM_TOP_TOLERANCE = 0.001
-"""Valid MRR an ``lm_top`` may lose against the model scoring every candidate."""
+"""What an ``lm_top`` may lose against the model scoring every candidate, on valid, in each
+of ``LM_TOP_METRICS``."""
+LM_TOP_METRICS = ("mrr", "hit@1", "hit@10")
+"""The metrics an ``lm_top`` must keep: a top-10 the model cannot reorder is a different
+system even when MRR barely moves."""
 
 
 def build_retriever(key: str, ds, options=None):
@@ -418,8 +422,9 @@ def fit_weights(hybrid: HybridRecommender, targets, cluster_of: dict[str, str],
     its ablations reaches from the same start.
 
     With the weights fixed, each of ``lm_tops`` is tried (``HybridConfig.lm_top``), and the
-    smallest whose MRR is within ``LM_TOP_TOLERANCE`` of the model scoring every candidate is
-    kept (None when none is): the model's cost beside beam mode is the blocks it scores.
+    smallest whose MRR, Hit@1 and Hit@10 are each within ``LM_TOP_TOLERANCE`` of the model
+    scoring every candidate is kept (None when none is): the model's cost beside beam mode is
+    the blocks it scores.
 
     Args:
         hybrid: the recommender (its ``cfg.weights`` are updated in place).
@@ -439,16 +444,21 @@ def fit_weights(hybrid: HybridRecommender, targets, cluster_of: dict[str, str],
             progress(n, len(targets))
     ids = hybrid.ids
 
-    def mrr(w: dict[str, float], lm_top: int | None = None) -> float:
-        total = 0.0
+    def metrics(w: dict[str, float], lm_top: int | None = None) -> dict[str, float]:
+        total = dict.fromkeys(LM_TOP_METRICS, 0.0)
         for pool, t in zip(pools, targets, strict=True):
             if len(pool.rows) == 0:
                 continue
             order, _ = hybrid.order(pool, w, lm_top)
             ranking = [ids[int(pool.rows[i])] for i in order[:100]]
-            total += target_metrics(predictions=ranking, gold=t.gold, ks=(100,),
-                                    cluster_of=cluster_of or None)["mrr"]
-        return total / max(len(targets), 1)
+            got = target_metrics(predictions=ranking, gold=t.gold, ks=(1, 10, 100),
+                                 cluster_of=cluster_of or None)
+            for key in total:
+                total[key] += got[key]
+        return {key: v / max(len(targets), 1) for key, v in total.items()}
+
+    def mrr(w: dict[str, float]) -> float:
+        return metrics(w)["mrr"]
 
     def ascend(w: dict[str, float]) -> tuple[dict[str, float], float]:
         best = mrr(w)
@@ -479,15 +489,25 @@ def fit_weights(hybrid: HybridRecommender, targets, cluster_of: dict[str, str],
         if m > best + 1e-9:
             w, best = cand, m
     hybrid.cfg.weights = w
-    tried = {m: mrr(w, m) for m in sorted(lm_tops)} if "lm" in active else {}
-    hybrid.cfg.lm_top = next((m for m, v in tried.items() if v >= best - LM_TOP_TOLERANCE), None)
+    tried = {m: metrics(w, m) for m in sorted(lm_tops)} if "lm" in active else {}
+    full = metrics(w)
+    hybrid.cfg.lm_top = choose_lm_top(tried, full)
     hybrid.cfg.fitted = {"split": "valid", "targets": len(targets), "mrr_equal_weights": round(start, 4),
                          "mrr_fitted": round(best, 4), "starts": len(starts),
-                         "mrr_by_lm_top": {str(m): round(v, 4) for m, v in tried.items()},
+                         "by_lm_top": {str(m): {k: round(v, 4) for k, v in got.items()}
+                                       for m, got in {**tried, "all": full}.items()},
                          "seconds": round(time.perf_counter() - t0, 1)}
     log.info("hybrid weights %s, lm_top %s: valid MRR %.4f (equal weights %.4f)", w,
              hybrid.cfg.lm_top, best, start)
     return hybrid.cfg.fitted
+
+
+def choose_lm_top(tried: dict[int, dict[str, float]], full: dict[str, float]) -> int | None:
+    """The smallest ``lm_top`` of ``tried`` (value -> valid metrics) that keeps every one of
+    ``LM_TOP_METRICS`` within ``LM_TOP_TOLERANCE`` of ``full`` (every candidate scored); None
+    when none does."""
+    return next((m for m in sorted(tried) if all(
+        tried[m][key] >= full[key] - LM_TOP_TOLERANCE for key in LM_TOP_METRICS)), None)
 
 
 def save_config(run: str | Path, name: str, cfg: HybridConfig) -> None:
