@@ -25,7 +25,9 @@ conversation's turns in order, as a chat replays them). Per system the same turn
   with nothing shared: the hybrid has its own beam recommender (no ``fusion.Memo``, so its time
   includes its own beam search), its own bm25 / dense / cooc and no shared pools. Its weights
   are RUN/hybrid.json's "talkplay-hybrid" entry when there is one, else ``HybridConfig()``'s.
-  Ratios in this table are against talkplay-beam's median.
+  Ratios in this table are against talkplay-beam's median. ``--lm-top all`` (default) also
+  times the same hybrid with the model scoring every candidate when the saved weights chose an
+  ``lm_top`` (``--lm-top 10,all``: any values; ``none``: only the saved hybrid).
 - ``--quantize int8|int8-reply``: the +reply modes again with the run's linear layers
   int8-quantised (``lm.quantize``; int8-reply: only for the reply), alternating with the
   float32 rows turn by turn; printed as the ratio of medians and the share of turns whose first
@@ -41,7 +43,7 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -204,13 +206,16 @@ def measure_talkplay(base, mode: str, with_reply: bool, turns: list,
     return out
 
 
-def measure_hybrid(base, ds, run: Path, bm25, turns: list) -> tuple[list[Measured], str]:
+def measure_hybrid(base, ds, run: Path, bm25, turns: list,
+                   lm_tops: tuple[int | None, ...] = ()) -> tuple[list[Measured], str]:
     """bm25, talkplay-beam and talkplay-hybrid on ``turns`` (``alternate``), sharing no cache.
 
     The hybrid is assembled as ``talkplay evaluate`` does, but with a fresh beam recommender
-    (no ``fusion.Memo``), its own retrievers and ``shared=None``.
+    (no ``fusion.Memo``), its own retrievers and ``shared=None``. Each of ``lm_tops`` other
+    than the saved one adds the same hybrid with that ``lm_top`` (None: the model scores every
+    candidate), with retrievers of its own, as one more row.
     Returns:
-        The three rows, and where the hybrid's weights came from with its description.
+        The rows, and where the hybrid's weights came from with its description.
     """
     from talkplay.evaluate.hybrid import (
         HYBRID_FILE,
@@ -223,16 +228,22 @@ def measure_hybrid(base, ds, run: Path, bm25, turns: list) -> tuple[list[Measure
     cfg = load_config(run, "talkplay-hybrid")
     source = (f"weights from {run / HYBRID_FILE}" if cfg else
               f"default HybridConfig() weights (no talkplay-hybrid entry in {run / HYBRID_FILE})")
-    retrievers = build_retrievers(ds)
+    cfg = cfg or HybridConfig()
     beam = talkplay_variant(base, "beam", False, 8)
-    hybrid = HybridRecommender(talkplay_variant(base, "beam", False, 8), retrievers,
-                               cfg or HybridConfig(), shared=None)
-    for rec in (beam, hybrid):
+    hybrids = []
+    for top in (cfg.lm_top, *(t for t in dict.fromkeys(lm_tops) if t != cfg.lm_top)):
+        name = "talkplay-hybrid" if top == cfg.lm_top else (
+            "hybrid, every candidate scored" if top is None else f"hybrid, lm_top {top}")
+        hybrids.append(HybridRecommender(talkplay_variant(base, "beam", False, 8),
+                                         build_retrievers(ds), replace(cfg, lm_top=top),
+                                         name=name, shared=None))
+    for rec in (beam, *hybrids):
         rec.recommend(turns[0].history, k=10)  # warm-up, then cold caches
     beam.clear_cache()
-    hybrid.tp.clear_cache()
-    retrievers["dense"].embed.memo.clear()
-    return alternate([bm25, beam, hybrid], turns), f"{source}; {hybrid.description}"
+    for hybrid in hybrids:
+        hybrid.tp.clear_cache()
+        hybrid.retrievers["dense"][0].embed.memo.clear()
+    return alternate([bm25, beam, *hybrids], turns), f"{source}; {hybrids[0].description}"
 
 
 def hybrid_table(rows: list[Measured]) -> Table:
@@ -280,11 +291,22 @@ def main() -> None:
     ap.add_argument("--reply-lookup", type=int, default=0,
                     help="prompt-lookup speculative decoding of the reply in the compared rows "
                          "(the float rows always decode plainly)")
+    ap.add_argument("--lm-top", default="all",
+                    help="hybrid part: also time the hybrid with these lm_top values, comma "
+                         "separated ('all': the model scores every candidate; 'none': no "
+                         "extra row); the run's saved value is always timed")
     ap.add_argument("--parts", default="modes,reply,hybrid",
                     help="what to measure, comma-separated: modes (paper/beam with and without the "
                          "cache), reply (the +reply modes; grounded when the run is), hybrid")
     args = ap.parse_args()
     args.parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    try:
+        args.lm_top = tuple(None if v == "all" else int(v) for v in args.lm_top.split(",")
+                            if v.strip() and v != "none")
+    except ValueError:
+        ap.error(f"--lm-top takes positive integers, 'all' or 'none'; got {args.lm_top!r}")
+    if any(v is not None and v < 1 for v in args.lm_top):
+        ap.error(f"--lm-top values must be >= 1; got {args.lm_top}")
     if not args.parts or args.parts - {"modes", "reply", "hybrid"}:
         ap.error(f"--parts takes modes, reply, hybrid; got {sorted(args.parts)}")
     if (args.run is None) != (args.data is None):
@@ -377,7 +399,7 @@ def run_benchmark(args: argparse.Namespace, console: Console) -> None:
                       f"over the replay; rankings {'identical' if same else 'DIFFERENT'} with "
                       "and without it")
     if "hybrid" in args.parts:
-        side, source = measure_hybrid(base, ds, args.run, bm25, turns)
+        side, source = measure_hybrid(base, ds, args.run, bm25, turns, args.lm_top)
         console.print(hybrid_table(side))
         console.print(f"talkplay-hybrid: {source}")
 

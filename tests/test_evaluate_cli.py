@@ -652,3 +652,38 @@ def test_two_processes_evaluate_shards_and_merge_into_the_one_process_results(ti
         for part in ("micro", "macro", "by_turn", "warm", "cold", "counts"):
             assert c["systems"][name][part] == a["systems"][name][part], (name, part)
     assert c["comparisons"] == a["comparisons"]
+
+
+def test_the_latency_benchmark_times_the_hybrid_at_each_lm_top(tiny_run, monkeypatch):
+    """benchmarks/recommend_latency.py's hybrid part: beam, the saved hybrid and one row per
+    other lm_top asked for, each over the same turns."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from talkplay.data.dataset import read_dataset
+    from talkplay.evaluate.baselines import SYSTEMS, BaselineOptions
+    from talkplay.evaluate.hybrid import load_config
+    from talkplay.evaluate.protocols import build_targets
+    from talkplay.recommend.recommender import load_talkplay
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "recommend_latency.py"
+    spec = importlib.util.spec_from_file_location("recommend_latency", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look themselves up
+    spec.loader.exec_module(bench)
+    data, run = tiny_run
+    ds = read_dataset(data)
+    turns = bench.pick_turns(build_targets(ds, "paper", split="valid"), 2)
+    assert turns
+    base = load_talkplay(run, device="cpu", with_reply=False, reply_lookup=0)
+    rows, source = bench.measure_hybrid(base, ds, run, SYSTEMS["bm25"](ds, BaselineOptions()),
+                                        turns, lm_tops=(None, 2, 2))
+    saved = load_config(run, "talkplay-hybrid")
+    saved_top = saved.lm_top if saved else None
+    extra = {None: "hybrid, every candidate scored", 2: "hybrid, lm_top 2"}
+    assert [r.name for r in rows] == ["bm25", "talkplay-beam", "talkplay-hybrid",
+                                      *(extra[t] for t in (None, 2) if t != saved_top)]
+    assert all(len(r.seconds) == len(turns) and len(r.rankings) == len(turns) for r in rows)
+    assert "TalkPlay hybrid" in source
+    assert "median / beam" in [c.header for c in bench.hybrid_table(rows).columns]
