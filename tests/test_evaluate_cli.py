@@ -687,3 +687,18 @@ def test_the_latency_benchmark_times_the_hybrid_at_each_lm_top(tiny_run, monkeyp
     assert all(len(r.seconds) == len(turns) and len(r.rankings) == len(turns) for r in rows)
     assert "TalkPlay hybrid" in source
     assert "median / beam" in [c.header for c in bench.hybrid_table(rows).columns]
+
+
+def test_a_valid_split_without_the_test_splits_cold_tracks_is_flagged():
+    """The quickstart world's valid split had no cold targets while 14% of test's were cold:
+    cold_gap says so (and stays quiet when the shares are comparable or test has none)."""
+    from talkplay.evaluate.protocols import Target, cold_gap
+
+    def targets(n: int, cold: int) -> list[Target]:
+        return [Target(f"c{i}", 0, [], [f"t{i}"], cold=i < cold) for i in range(n)]
+
+    msg = cold_gap(targets(400, 0), targets(1700, 250))
+    assert msg and "0.0% of the 400 valid targets" in msg and "14.7% of the 1700 test" in msg
+    assert cold_gap(targets(400, 40), targets(1700, 250)) is None  # 10% against 14.7%
+    assert cold_gap(targets(400, 0), targets(1700, 50)) is None  # test under 5% cold
+    assert cold_gap([], targets(10, 5)) is None

@@ -59,6 +59,10 @@ FUSIONS = {"rrf": ["bm25", "dense", "cooc", "talkplay-beam"], "rrf-text": ["bm25
 COMPOSITES = [*HYBRIDS, *FUSIONS]
 
 
+_COLD_GAP_SHOWN: set[str] = set()
+"""Datasets whose valid/test cold-share warning was printed (``protocols.cold_gap``)."""
+
+
 def build_hybrid(ds: Dataset, name: str, part, run: Path | None, *, protocol: str,
                  fit_limit: int | None, refit: bool):
     """A hybrid system with weights from RUN/hybrid.json, or fit now on the valid split."""
@@ -70,7 +74,7 @@ def build_hybrid(ds: Dataset, name: str, part, run: Path | None, *, protocol: st
         load_config,
         save_config,
     )
-    from talkplay.evaluate.protocols import build_targets, cluster_map, resolve_protocol
+    from talkplay.evaluate.protocols import build_targets, cluster_map, cold_gap, resolve_protocol
 
     if run is None:
         raise DataError(f"system {name!r} needs --run RUN (a fine-tuned run directory)")
@@ -86,6 +90,10 @@ def build_hybrid(ds: Dataset, name: str, part, run: Path | None, *, protocol: st
         if not targets:
             raise DataError(f"{name}: no valid-split conversations to fit its weights on (import "
                             "with a validation split, e.g. --valid-fraction 0.1)", file=str(ds.root))
+        gap = cold_gap(targets, build_targets(ds, resolved, split="test"))
+        if gap and str(ds.root) not in _COLD_GAP_SHOWN:  # once per dataset, not per ablation
+            _COLD_GAP_SHOWN.add(str(ds.root))
+            console.print(f"[bold yellow]warning:[/] hybrid weights: {gap}")
         with progress_bar() as bar:
             task = bar.add_task(f"{name}: fitting weights on {len(targets)} valid targets",
                                 total=len(targets))

@@ -236,3 +236,23 @@ def build_targets(ds: Dataset, protocol: str, *, split: str = "test", limit: int
     if protocol == "cpcd":
         return cpcd_targets(ds, split=split, limit=limit)
     raise ValueError(f"unknown protocol {protocol!r}")
+
+
+COLD_GAP_MIN = 0.05
+"""Test cold share from which ``cold_gap`` compares valid with it."""
+
+
+def cold_gap(valid: list[Target], test: list[Target]) -> str | None:
+    """A warning when the valid targets hold far fewer cold tracks than the test targets (under
+    half their share, test at least ``COLD_GAP_MIN``): choices fit on such a valid split cannot
+    see how a system ranks tracks new to the catalog. None when the shares are comparable."""
+    if not valid or not test:
+        return None
+    v = sum(t.cold for t in valid) / len(valid)
+    t = sum(t.cold for t in test) / len(test)
+    if t < COLD_GAP_MIN or v >= t / 2:
+        return None
+    return (f"{v:.1%} of the {len(valid)} valid targets are cold (new to the catalog) against "
+            f"{t:.1%} of the {len(test)} test targets: what is fit on valid cannot see how cold "
+            "tracks rank; carve the valid split as the test split is carved (new tracks in its "
+            "window too)")
