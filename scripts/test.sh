@@ -9,6 +9,11 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
     || echo "warning: could not install chromium; the browser test will skip"
 fi
+# The two-replica test routes through nginx with the configuration docs/serving.md gives.
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light) >/dev/null 2>&1 \
+    || echo "warning: could not install nginx; the two-replica proxy test will skip"
+fi
 # The slow test of the LLM generator against a real llama.cpp server needs llama-cpp-python's
 # server, a source package: the first install compiles llama.cpp (about 8 minutes on one core
 # of the development machine; pip keeps the built wheel in its cache, so later installs take
