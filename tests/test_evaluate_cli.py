@@ -542,7 +542,7 @@ def test_a_hybrid_scoring_its_top_candidates_ranks_as_one_scoring_them_all(tiny_
     cfg = HybridConfig(pool=5, lm_top=2, weights={f: 1.0 for f in FEATURES})
     own = HybridRecommender(tp, retrievers, cfg)
     full = HybridRecommender(tp, retrievers, cfg, beam=Memo(tp), shared={})
-    unscored = 0
+    unscored, partial = 0, None
     for target in build_targets(ds, "paper", split="valid", limit=3):
         history, exclude = target.history, set(target.exclude)
         pool = own.pool(history, exclude)
@@ -550,12 +550,15 @@ def test_a_hybrid_scoring_its_top_candidates_ranks_as_one_scoring_them_all(tiny_
         beam = pool.sources[:, SOURCES.index("beam")]
         assert not np.isnan(lm[beam]).any() and (~np.isnan(lm)).sum() >= min(len(lm), 2)
         unscored += int(np.isnan(lm).sum())
+        partial = pool if np.isnan(lm).any() else partial
         assert not np.isnan(full.pool(history, exclude).features).any()
         a = own.recommend(history, k=15, exclude=exclude)
         b = full.recommend(history, k=15, exclude=exclude)
         assert [t.track_id for t in a.tracks] == [t.track_id for t in b.tracks]
         assert [t.score for t in a.tracks] == pytest.approx([t.score for t in b.tracks], abs=1e-4)
     assert unscored > 0  # some candidates were never fed to the model
+    with pytest.raises(ValueError, match="scored in full"):  # its pool cannot serve every rule
+        own.rank(partial, lm_top=None)
 
 
 def test_bf16_ranking_with_int8_replies_loads_ranks_and_writes(tiny_run, tmp_path):

@@ -363,6 +363,10 @@ class HybridRecommender:
         vec = _weight_vector(weights or self.cfg.weights, self.active)
         mask = lm_mask(pool.rows, feats, pool.sources[:, SOURCES.index("beam")], vec, top)
         lm = feats[mask, 0]
+        if np.isnan(lm).any():
+            raise ValueError("this pool was scored for the hybrid's own weights and lm_top "
+                             f"({self.cfg.lm_top}); other weights or a larger lm_top need a pool "
+                             "scored in full (a hybrid with shared=... or lm_top None)")
         feats = feats.copy()
         feats[:, 0] = np.where(mask, feats[:, 0], lm.min()) - lm.max()
         return feats
