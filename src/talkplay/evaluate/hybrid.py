@@ -208,14 +208,12 @@ class HybridRecommender:
     @property
     def description(self) -> str:
         """Sources, features and the current weights (after ``fit_weights``, the fitted ones)."""
-        scored = "no model log-prob"
-        if "lm" in self.active:
-            top = self.cfg.lm_top
-            scored = ("model log-prob" if top is None else
-                      f"model log-prob of the beam's and the {top} best of the rest")
+        top = self.cfg.lm_top
+        scored = ("no model log-prob of every candidate" if "lm" not in self.active else
+                  "model log-prob of every candidate" if top is None else
+                  f"model log-prob of the beam's and the {top} best of the rest")
         head = "; dense head" if "head" in self.active else ""
         weights = ", ".join(f"{k} {self.cfg.weights.get(k, 0.0):g}" for k in self.active)
-        scored += " of every candidate" if self.cfg.lm_top is None or "lm" not in self.active else ""
         return (f"TalkPlay hybrid: pool of {self.cfg.pool} per source from "
                 f"{', '.join(self.used)}; {scored}{head}; weights {weights} "
                 f"fit on {self.cfg.fitted.get('split', 'nothing')}")
