@@ -657,12 +657,10 @@ def test_two_processes_evaluate_shards_and_merge_into_the_one_process_results(ti
     assert c["comparisons"] == a["comparisons"]
 
 
-def test_the_latency_benchmark_times_the_hybrid_at_each_lm_top(tiny_run, monkeypatch):
+def test_the_latency_benchmark_times_the_hybrid_at_each_lm_top(tiny_run):
     """benchmarks/recommend_latency.py's hybrid part: beam, the saved hybrid and one row per
     other lm_top asked for, each over the same turns."""
-    import importlib.util
-    import sys
-    from pathlib import Path
+    from test_tuning_split import load_benchmark
 
     from talkplay.data.dataset import read_dataset
     from talkplay.evaluate.baselines import SYSTEMS, BaselineOptions
@@ -670,11 +668,7 @@ def test_the_latency_benchmark_times_the_hybrid_at_each_lm_top(tiny_run, monkeyp
     from talkplay.evaluate.protocols import build_targets
     from talkplay.recommend.recommender import load_talkplay
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "recommend_latency.py"
-    spec = importlib.util.spec_from_file_location("recommend_latency", path)
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look themselves up
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("recommend_latency")
     data, run = tiny_run
     ds = read_dataset(data)
     turns = bench.pick_turns(build_targets(ds, "paper", split="valid"), 2)
