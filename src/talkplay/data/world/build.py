@@ -14,7 +14,7 @@ Generative story (each step draws from one seeded ``numpy`` generator):
    tempo (energetic moods are faster); the key root is uniform. A lyric theme is drawn from
    the mood's themes times the genre's bias; instrumental tracks have no lyrics. Popularity =
    artist popularity x a within-artist Zipf term x noise. A share of tracks are *new releases*
-   dated inside the test window.
+   dated inside the held-out (valid and test) windows.
 4. **Tags.** Genre, sub-genre, mood, instruments, decade and vocal style, each kept with a
    probability that grows with popularity (tail tracks have few tags; ``p_untagged`` none),
    plus occasional wrong moods.
@@ -28,8 +28,9 @@ Generative story (each step draws from one seeded ``numpy`` generator):
    artist names alone do not give the next track away); new releases can appear only after
    their release day and are boosted then. Half the playlists are ordered by (noisy) tempo,
    like an energy arc; the rest are shuffled.
-7. **Split.** The latest playlists (from the test cut-off day on) are test, so new releases
-   are cold; a small valid set comes from the next latest (``chronological_split``).
+7. **Split.** The latest playlists (from the test cut-off day on) are test; a small valid set
+   comes from the next latest (``chronological_split``). New releases come out from the valid
+   window on, so they are cold, and both held-out splits ask for them.
 
 So text retrieval finds the genre or mood of a playlist (tags, names, lyric words), but
 only co-occurrence finds its scene: a next-track recommender that learned the playlist
@@ -78,7 +79,7 @@ class WorldConfig:
     """Hidden listener communities; each groups artists across genres."""
     genres_per_scene: int = 3
     new_release_fraction: float = 0.05
-    """Share of tracks released inside the test window (cold items)."""
+    """Share of tracks released inside the valid and test windows (cold items)."""
     popularity_zipf: float = 0.7
     """Zipf exponent of artist and within-artist popularity (long tail)."""
     p_untagged: float = 0.1
@@ -269,14 +270,22 @@ def build_world(cfg: WorldConfig) -> World:
     t_pop = 100 * t_pop / t_pop.max()
     pop_q = np.argsort(np.argsort(t_pop)) / max(n_t - 1, 1)
 
-    # 6a. Playlist dates first: the test cut-off day decides when new releases come out.
+    # 6a. Playlist dates first: the held-out windows decide when new releases come out. They
+    # come out from the day after the valid window opens to the middle of the test window, so
+    # the valid split asks for new (cold) tracks as the test split does: a hybrid fit on a valid
+    # split without them learns to ignore the text retrievers that find them.
     t0, t1 = _epoch(cfg.start_date), _epoch(cfg.end_date) + DAY - 1
     modified = (t0 + (t1 - t0) * rng.random(cfg.n_playlists) ** 0.7).astype(np.int64)
     created = np.maximum(t0, modified - rng.exponential(200 * DAY, cfg.n_playlists)).astype(np.int64)
     days = modified // DAY
+    latest_first = np.sort(days)[::-1]
     n_test = max(1, int(round(cfg.test_fraction * cfg.n_playlists)))
-    cutoff = np.sort(days)[::-1][n_test - 1]
-    t_release_day = np.where(t_new, cutoff + rng.integers(0, max(1, (days.max() - cutoff) // 2 + 1), n_t), 0)
+    cutoff = latest_first[n_test - 1]
+    n_test_exact = int((days >= cutoff).sum())
+    n_valid = int(round(cfg.valid_fraction * cfg.n_playlists))
+    first = latest_first[min(n_test_exact + n_valid, cfg.n_playlists) - 1] + 1 if n_valid else cutoff
+    last = cutoff + (days.max() - cutoff) // 2
+    t_release_day = np.where(t_new, rng.integers(first, last + 1, n_t), 0)
 
     tracks, specs = [], []
     lat = {k: np.zeros(n_t, dtype=np.int64) for k in ("scene", "genre", "mood", "theme", "minor", "artist")}
@@ -298,8 +307,6 @@ def build_world(cfg: WorldConfig) -> World:
     lat["new"] = t_new
     playlists = draw_playlists(rng, cfg, lat, t_pop, t_release_day, tracks, modified, created)
     ds = Dataset(tracks=tracks, playlists=playlists)
-    n_test_exact = int((days >= cutoff).sum())
-    n_valid = int(round(cfg.valid_fraction * cfg.n_playlists))
     rule = chronological_split(ds, test_size=n_test_exact, valid_size=n_valid, seed=cfg.seed)
     rule += f"; test = every playlist modified on or after {_iso(int(cutoff) * DAY)}"
     return World(dataset=ds, config=cfg, latent=lat, audio_specs=specs, split_rule=rule)
