@@ -425,6 +425,39 @@ def test_the_fitted_hybrid_is_served_with_a_reply_and_refused_before_fitting(tin
         load_recommender(bare, "talkplay-hybrid")
 
 
+def test_weights_fit_on_an_earlier_model_are_refit_not_reused(tiny_run, tmp_path):
+    """Training a run further changes its model: the hybrid's saved weights were fit on the old
+    one, so serving refuses them (naming the file) and evaluate fits them again."""
+    from talkplay.config import profile
+    from talkplay.data.errors import DataError
+    from talkplay.evaluate.hybrid import StaleFit, load_config
+    from talkplay.serve.loading import load_recommender
+    from talkplay.train.loop import train
+
+    data, run = tiny_run
+    again = tmp_path / "run"
+    shutil.copytree(run, again)
+    fit = ["evaluate", "--data", str(data), "--run", str(again), "--systems", "talkplay-hybrid",
+           "--split", "valid", "--limit", "1", "--fit-limit", "1"]
+    res = runner.invoke(app, [*fit, "--refit", "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    before = json.loads((again / "summary.json").read_text())["weights_sha256"]
+    assert load_config(again, "talkplay-hybrid").fitted["weights_sha256"] == before
+    prof = profile("tiny")
+    prof.train.max_steps, prof.train.eval_every, prof.train.save_every = 4, 2, 2
+    train(data, again, prof)  # resumes at step 2 and trains two more steps
+    assert json.loads((again / "summary.json").read_text())["weights_sha256"] != before
+    with pytest.raises(StaleFit, match="hybrid.json.*fit on other model weights"):
+        load_config(again, "talkplay-hybrid")
+    with pytest.raises(DataError, match="--refit"):
+        load_recommender(again, "talkplay-hybrid")
+    res = runner.invoke(app, [*fit, "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())  # the console wraps long lines
+    assert "trained again since); fitting anew" in said and "fit on the valid split" in said
+    assert load_config(again, "talkplay-hybrid").fitted["weights_sha256"] != before
+
+
 def _bind(fake) -> None:
     """Give a stand-in hybrid (ids, active, cfg, pool) the real ranking methods."""
     from talkplay.evaluate.hybrid import HybridRecommender

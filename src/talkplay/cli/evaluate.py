@@ -70,6 +70,7 @@ def build_hybrid(ds: Dataset, name: str, part, run: Path | None, *, protocol: st
         HYBRID_RETRIEVERS,
         HybridConfig,
         HybridRecommender,
+        StaleFit,
         fit_weights,
         load_config,
         save_config,
@@ -78,7 +79,12 @@ def build_hybrid(ds: Dataset, name: str, part, run: Path | None, *, protocol: st
 
     if run is None:
         raise DataError(f"system {name!r} needs --run RUN (a fine-tuned run directory)")
-    cfg = None if refit else load_config(run, name)
+    try:
+        cfg = None if refit else load_config(run, name)
+    except StaleFit as e:  # the run was trained again since the fit: fit anew
+        console.print(f"[bold yellow]note:[/] {name}: the weights in {e.file} were fit on other "
+                      "model weights than the run has now (trained again since); fitting anew")
+        cfg = None
     fresh = cfg is None
     cfg = cfg or HybridConfig(without=list(HYBRIDS[name]))
     beam = part("talkplay-beam")

@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from talkplay.data.errors import DataError
 from talkplay.data.schema import Message
 from talkplay.evaluate.fusion import history_key
 from talkplay.evaluate.metrics import target_metrics
@@ -512,22 +513,46 @@ def choose_lm_top(tried: dict[int, dict[str, float]], full: dict[str, float]) ->
         tried[m][key] >= full[key] - LM_TOP_TOLERANCE for key in LM_TOP_METRICS)), None)
 
 
+def run_weights(run: str | Path) -> list[str] | None:
+    """The checksums of the run's trained weights (RUN/summary.json), or None without them."""
+    path = Path(run) / "summary.json"
+    return json.loads(path.read_text()).get("weights_sha256") if path.exists() else None
+
+
+class StaleFit(DataError):
+    """RUN/hybrid.json holds weights fit on other model weights than the run's (retrained)."""
+
+
 def save_config(run: str | Path, name: str, cfg: HybridConfig) -> None:
-    """Store ``cfg`` under ``name`` in RUN/hybrid.json (other systems' entries are kept)."""
+    """Store ``cfg`` under ``name`` in RUN/hybrid.json (other systems' entries are kept),
+    with the checksums of the model weights it was fit on (``fitted["weights_sha256"]``)."""
     path = Path(run) / HYBRID_FILE
     data = json.loads(path.read_text()) if path.exists() else {}
-    data[name] = asdict(cfg)
+    entry = asdict(cfg)
+    entry["fitted"]["weights_sha256"] = run_weights(run)
+    data[name] = entry
     write_json(path, data)
 
 
 def load_config(run: str | Path, name: str) -> HybridConfig | None:
-    """The saved config of system ``name`` in RUN/hybrid.json, or None."""
+    """The saved config of system ``name`` in RUN/hybrid.json, or None.
+
+    Raises:
+        StaleFit: the weights were fit on model weights the run no longer has (it was
+            trained further or again since), so they would rank with another model's scale.
+    """
     path = Path(run) / HYBRID_FILE
     if not path.exists():
         return None
     entry = json.loads(path.read_text()).get(name)
     if not entry:
         return None
+    fit_on, now = entry.get("fitted", {}).get("weights_sha256"), run_weights(run)
+    if fit_on and now and fit_on != now:
+        raise StaleFit(f"{name}: its weights were fit on other model weights than the run has "
+                       f"now (sha256 {fit_on[0][:12]}..., now {now[0][:12]}...: trained again "
+                       f"since); refit them with `talkplay evaluate --run {run} --systems {name} "
+                       "--refit`", file=str(path))
     cfg = HybridConfig(**entry)
     # A component newer than the fit (no weight saved for it) stays out, so a saved hybrid
     # ranks as it did when it was fit.
