@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from talkplay.cli import app
-from talkplay.cli.quickstart import QUICKSTART_SETTINGS, recorded_stage_args
+from talkplay.cli.quickstart import QUICKSTART_SETTINGS, recorded_stage_args, serve_args
 from talkplay.io import write_json
 
 
@@ -35,8 +35,13 @@ def test_quickstart_tiny_runs_every_stage_then_reuses_them(tmp_path):
     assert replies["talkplay-beam"]["replies"] == 3 and replies["talkplay-beam"]["reply_guard"]
     results = json.loads((work / "results" / "results.json").read_text())
     systems = set(results["systems"])
-    for name in ("talkplay-beam", "talkplay-paper", "bm25", "dense", "clap", "popularity"):
+    for name in ("talkplay-hybrid", "talkplay-beam", "talkplay-paper", "bm25", "dense", "clap",
+                 "popularity"):
         assert name in systems
+    # The hybrid's weights were fit on the valid split, and the chat serves it.
+    hybrid = json.loads((work / "run" / "hybrid.json").read_text())["talkplay-hybrid"]
+    assert hybrid["fitted"]["split"] == "valid"
+    assert serve_args(work / "run", 8000)[5:7] == ["--system", "talkplay-hybrid"]
 
     again = runner.invoke(app, ["quickstart", "--profile", "tiny", "--work", str(work), "--no-serve"])
     assert again.exit_code == 0, again.output

@@ -22,6 +22,9 @@ from rich.table import Table
 from talkplay.cli.app import app, console, fail
 from talkplay.io import read_json, write_json
 
+FIT_LIMIT = 15
+"""Valid conversations the quickstart fits the hybrid's weights on (about 100 targets, 2-3
+minutes on two cores; the README's full table fits on 60)."""
 QUICKSTART_SETTINGS: dict[str, dict] = {
     # The embedded world and training budget that finish on 2 CPU cores in under 30 minutes.
     # Settings chosen on the VALID split (benchmarks/quickstart_sweep.py, 250 steps, 60 valid
@@ -29,7 +32,9 @@ QUICKSTART_SETTINGS: dict[str, dict] = {
     # its MRR in the earlier sweep) and K = 128 for every modality (playlist K 32 / 64 / 128:
     # valid MRR 0.080 / 0.088 / 0.099). The test split is only read for the final table.
     # Replies are grounded in the chosen track's facts (--grounded-replies) and the evaluation
-    # checks the first replies' claims (--replies).
+    # checks the first replies' claims (--replies). The evaluation fits talkplay-hybrid (the
+    # best mode) on FIT_LIMIT valid conversations, and the chat serves it; it covers 20 test
+    # conversations so that the whole run stays under 30 minutes (README: the full test split).
     "small": {
         "world": ["--tracks", "2000", "--artists", "200", "--playlists", "2500", "--scenes", "20",
                   "--seconds", "3"],
@@ -37,9 +42,10 @@ QUICKSTART_SETTINGS: dict[str, dict] = {
         "train": ["--context-length", "256", "--batch-size", "8", "--lr", "1e-3",
                   "--warmup-steps", "10", "--token-init", "grounded", "--eval-every", "50",
                   "--save-every", "100", "--grounded-replies"],
-        "eval_limit": 40,
-        "replies": 20,
-        "systems": "talkplay-beam,bm25,dense,cooc,clap,popularity",
+        "eval_limit": 20,
+        "replies": 10,
+        "fit_limit": FIT_LIMIT,
+        "systems": "talkplay-hybrid,talkplay-beam,bm25,dense,cooc,clap,popularity",
     },
     # Tests and smoke runs: seconds, not a meaningful model.
     "tiny": {
@@ -50,7 +56,8 @@ QUICKSTART_SETTINGS: dict[str, dict] = {
                   "--save-every", "3", "--grounded-replies"],
         "eval_limit": 4,
         "replies": 3,
-        "systems": "talkplay-beam,talkplay-paper,bm25,dense,cooc,clap,popularity",
+        "fit_limit": 2,
+        "systems": "talkplay-hybrid,talkplay-beam,talkplay-paper,bm25,dense,cooc,clap,popularity",
     },
 }
 # Options renamed since an earlier quickstart may have recorded its stage arguments.
@@ -58,16 +65,20 @@ RENAMED_OPTIONS = {"--k": "--clusters", "--k-modality": "--modality-clusters"}
 
 
 def serve_args(run: Path, port: int) -> list[str]:
-    """The serve stage. On a CPU with bfloat16 units (AVX512-BF16 or AMX) a bfloat16 copy of
+    """The serve stage: the run's talkplay-hybrid once the evaluate stage fit its weights on
+    the valid split (beam mode without them). On a CPU with bfloat16 units (AVX512-BF16 or AMX) a bfloat16 copy of
     the model ranks and an int8 copy writes the reply (``--quantize bf16-int8-reply``): a chat
     turn with a grounded reply takes about 1.4 s on one thread instead of 3.1 s, the same first
     track as the float model in 94% of turns; on other CPUs only the reply is int8
     (``int8-reply``: the float rankings, about 2.2 s). GPUs serve the float model."""
     import torch
 
+    from talkplay.evaluate.hybrid import HYBRID_FILE
     from talkplay.lm.quantize import cpu_has_bf16
 
     args = ["serve", "--run", str(run), "--port", str(port)]
+    if "talkplay-hybrid" in (read_json(run / HYBRID_FILE) if (run / HYBRID_FILE).exists() else {}):
+        args += ["--system", "talkplay-hybrid"]  # the best mode, once evaluate fit its weights
     if torch.cuda.is_available():
         return args
     return [*args, "--quantize", "bf16-int8-reply" if cpu_has_bf16() else "int8-reply"]
@@ -113,7 +124,7 @@ def quickstart(
     profile: Annotated[str, typer.Option(help="small (CPU default) or tiny (smoke test).")] = "small",
     minutes: Annotated[float, typer.Option(help="Training budget in minutes.")] = 18.0,
     eval_limit: Annotated[int | None, typer.Option(
-        help="Test conversations to evaluate (default: small 40, tiny 4).")] = None,
+        help="Test conversations to evaluate (default: small 20, tiny 4).")] = None,
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the chat server at the end.")] = True,
     port: Annotated[int, typer.Option(help="Chat server port (127.0.0.1).")] = 8000,
 ) -> None:
@@ -167,7 +178,8 @@ def quickstart(
            "--max-minutes", str(minutes), *qs["train"]])
     stage("evaluate", lambda: _newer(out / "results.json", run_done),
           ["evaluate", "--data", str(data), "--run", str(run), "--out", str(out), "--limit",
-           str(limit), "--systems", qs["systems"], "--replies", str(qs["replies"])])
+           str(limit), "--systems", qs["systems"], "--replies", str(qs["replies"]),
+           "--fit-limit", str(qs["fit_limit"])])
     summary = {"data": str(data), "run": str(run), "results": str(out), "stages_s": timings,
                "stage_args": stage_args,
                "total_s": round(sum(timings.values()), 1), "peak_rss_mb": round(_peak_mb())}
