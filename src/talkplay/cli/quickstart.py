@@ -66,11 +66,12 @@ RENAMED_OPTIONS = {"--k": "--clusters", "--k-modality": "--modality-clusters"}
 
 def serve_args(run: Path, port: int) -> list[str]:
     """The serve stage: the run's talkplay-hybrid once the evaluate stage fit its weights on
-    the valid split (beam mode without them). On a CPU with bfloat16 units (AVX512-BF16 or AMX) a bfloat16 copy of
-    the model ranks and an int8 copy writes the reply (``--quantize bf16-int8-reply``): a chat
-    turn with a grounded reply takes about 1.4 s on one thread instead of 3.1 s, the same first
-    track as the float model in 94% of turns; on other CPUs only the reply is int8
-    (``int8-reply``: the float rankings, about 2.2 s). GPUs serve the float model."""
+    the valid split (beam mode without them). On a CPU with bfloat16 units (AVX512-BF16 or
+    AMX) a bfloat16 copy of the model ranks and an int8 copy writes the reply (``--quantize
+    bf16-int8-reply``): a beam-mode turn with a grounded reply takes about 1.4 s on one thread
+    instead of 3.1 s (a hybrid turn 1.5-1.7 s), the same first track as the float model in 94%
+    of turns; on other CPUs only the reply is int8 (``int8-reply``: the float rankings, about
+    2.2 s). GPUs serve the float model."""
     import torch
 
     from talkplay.evaluate.hybrid import HYBRID_FILE

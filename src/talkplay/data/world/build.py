@@ -34,7 +34,8 @@ Generative story (each step draws from one seeded ``numpy`` generator):
 
 So text retrieval finds the genre or mood of a playlist (tags, names, lyric words), but
 only co-occurrence finds its scene: a next-track recommender that learned the playlist
-structure beats one that matches text. Measured on the default world (seed 0), next-track
+structure beats one that matches text. Measured on the default world (seed 0, before new
+releases reached the valid window, which moved only their dates), next-track
 MRR over positions 3-8 of the test playlists: BM25 over "{Title} by {Artist} from {Album}
 {tags} {year}" 0.015, MiniLM dense retrieval 0.010-0.017, popularity 0.014, summed train
 co-occurrence counts 0.035, an oracle that knows the hidden scene 0.044. musicnn (MSD)
