@@ -74,11 +74,11 @@ def serve_args(run: Path, port: int) -> list[str]:
     2.2 s). GPUs serve the float model."""
     import torch
 
-    from talkplay.evaluate.hybrid import HYBRID_FILE
+    from talkplay.evaluate.hybrid import load_config
     from talkplay.lm.quantize import cpu_has_bf16
 
     args = ["serve", "--run", str(run), "--port", str(port)]
-    if "talkplay-hybrid" in (read_json(run / HYBRID_FILE) if (run / HYBRID_FILE).exists() else {}):
+    if load_config(run, "talkplay-hybrid") is not None:
         args += ["--system", "talkplay-hybrid"]  # the best mode, once evaluate fit its weights
     if torch.cuda.is_available():
         return args
