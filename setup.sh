@@ -7,6 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
+# A fresh .venv takes about 2.2 GB and pip unpacks beside it: say so up front rather than
+# leave only pip's "No space left on device" half-way through an install.
+free_mb=$(df -Pm . | awk 'NR==2 {print $4}')
+if [ ! -x .venv/bin/python ] && [ "${free_mb:-0}" -lt 3072 ]; then
+  echo "warning: only ${free_mb} MB free in $(pwd); a fresh setup needs about 3 GB" >&2
+fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade pip
