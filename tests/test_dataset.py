@@ -38,6 +38,20 @@ def test_round_trip(tmp_path):
     assert back.manifest["counts"]["tracks"] == 6
 
 
+
+def test_playlist_entries_share_their_tracks_id_strings(tmp_path, monkeypatch):
+    """Reading a playlist gives each entry its catalog track's own id object (one pointer per
+    entry, not a string per entry: several GB at MPD's size), across row groups, with the
+    same values as the plain reader."""
+    monkeypatch.setattr(dataset_mod, "_BATCH", 2)  # three playlists in two row groups
+    ds = toy()
+    write_dataset(tmp_path / "d", ds, source="toy", split_rule="none")
+    back = read_dataset(tmp_path / "d")
+    assert [(p.id, p.track_ids) for p in back.playlists] == [(p.id, p.track_ids) for p in ds.playlists]
+    ids = {t.id: t.id for t in back.tracks}
+    for p in back.playlists:
+        assert all(tid is ids[tid] for tid in p.track_ids)
+
 def _snapshot(path):
     ds = read_dataset(path)
     return ([(t.id, t.title) for t in ds.tracks], [(p.id, p.track_ids) for p in ds.playlists],

@@ -27,7 +27,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from talkplay.data.errors import DataError
@@ -234,6 +236,37 @@ def table_path(root: str | Path, manifest: dict, name: str) -> Path:
     return Path(root) / (tables or "") / f"{name}.parquet"
 
 
+def _read_playlists(file: Path, track_ids: list[str]) -> list[Playlist]:
+    """The playlists table, row group by row group, each entry the catalog's own id string.
+
+    ``to_pylist`` would give every playlist entry a fresh string (66M at MPD's size: several
+    GB); here an entry is the same object as its track's id (``track_ids``), so a playlist costs
+    one pointer per entry. An id the catalog lacks keeps one string per row group.
+    """
+    canon = {t: t for t in track_ids}
+    out: list[Playlist] = []
+    pf = pq.ParquetFile(file)
+    for g in range(pf.metadata.num_row_groups):
+        table = pf.read_row_group(g)
+        lists = table.column("track_ids").combine_chunks()
+        rows = table.drop_columns(["track_ids"]).to_pylist()
+        if lists.values.null_count:  # never written by TalkPlay; read the plain way
+            entries = lists.to_pylist()
+        else:
+            enc = pc.dictionary_encode(lists.values)
+            words = np.empty(len(enc.dictionary), dtype=object)
+            words[:] = [canon.get(w, w) for w in enc.dictionary.to_pylist()]
+            flat = words[enc.indices.to_numpy()].tolist()
+            offsets = lists.offsets.to_numpy()
+            valid = lists.is_valid().to_numpy(zero_copy_only=False)
+            entries = [flat[offsets[k]:offsets[k + 1]] if valid[k] else None
+                       for k in range(len(rows))]
+        for row, ids in zip(rows, entries, strict=True):
+            row["track_ids"] = ids
+            out.append(Playlist(**row))
+    return out
+
+
 def read_dataset(path: str | Path) -> Dataset:
     """Read a dataset directory back into typed records. Raises DataError naming the file."""
     path = Path(path)
@@ -262,8 +295,7 @@ def read_dataset(path: str | Path) -> Dataset:
             row[k] = row[k] or []
         row["cold"] = bool(row["cold"])
         ds.tracks.append(Track(**row))
-    for row in pq.read_table(files["playlists"]).to_pylist():
-        ds.playlists.append(Playlist(**row))
+    ds.playlists = _read_playlists(files["playlists"], [t.id for t in ds.tracks])
     for row in pq.read_table(files["conversations"]).to_pylist():
         msgs = [Message(m["role"], m["content"]) for m in row.pop("messages") or []]
         raw_meta = row.pop("meta")
