@@ -29,6 +29,7 @@ the template and is parsed normally, content never is.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -82,6 +83,31 @@ def _markup(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
 
+_LAYOUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""tokenizer -> {(chat template, roles, add_generation_prompt): layout} (``_layout``)."""
+
+
+def _layout(tokenizer: PreTrainedTokenizerBase, roles: tuple[str, ...],
+            add_generation_prompt: bool) -> tuple:
+    """The chat template's markup around turns of these roles: (markup ids, turn index,
+    markup ids, ..., markup ids). The template sees a placeholder per turn, never the content,
+    so the layout depends on the template and the roles alone and is computed once per role
+    sequence (a template render and a tokenisation per piece cost milliseconds a sequence)."""
+    key = (tokenizer.chat_template, roles, add_generation_prompt)
+    try:
+        known = _LAYOUTS.setdefault(tokenizer, {})
+    except TypeError:  # a tokenizer that cannot be weakly referenced: no cache
+        known = {}
+    if key not in known:
+        msgs = [{"role": role, "content": f"\ue000{i}\ue001"} for i, role in enumerate(roles)]
+        text = tokenizer.apply_chat_template(msgs, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
+        pieces = _PH.split(text)  # markup, idx, markup, idx, ..., markup
+        known[key] = tuple(_markup(tokenizer, p) if j % 2 == 0 else p
+                           for j, p in enumerate(pieces))
+    return known[key]
+
+
 def render_turns(turns: list[Turn], tokenizer: PreTrainedTokenizerBase,
                  add_generation_prompt: bool = False) -> Rendered:
     """Lay out content ids with the tokenizer's chat template.
@@ -94,16 +120,13 @@ def render_turns(turns: list[Turn], tokenizer: PreTrainedTokenizerBase,
         ids and mask; the first markup token after each trained assistant turn (its
         end-of-turn token) is labelled too.
     """
-    msgs = [{"role": t.role, "content": f"\ue000{i}\ue001"} for i, t in enumerate(turns)]
-    text = tokenizer.apply_chat_template(msgs, tokenize=False,
-                                         add_generation_prompt=add_generation_prompt)
-    pieces = _PH.split(text)  # markup, idx, markup, idx, ..., markup
+    pieces = _layout(tokenizer, tuple(t.role for t in turns), add_generation_prompt)
     ids: list[int] = []
     mask: list[int] = []
     prev: Turn | None = None
     for j, piece in enumerate(pieces):
         if j % 2 == 0:
-            m = _markup(tokenizer, piece)
+            m = piece
             ids += m
             # Close-of-turn token after an assistant message that had any label.
             stop = int(prev is not None and prev.role == "assistant" and any(prev.mask))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -35,14 +35,17 @@ class MusicVocab:
     end: int
     """Id of ``<end_of_music>``."""
     k: dict[str, int]
+    _rows: list[list[int]] | None = field(default=None, init=False, repr=False, compare=False)
+    """``table`` as Python lists (indexing a tensor element by element costs microseconds: most
+    of the time of rendering a playlist sample)."""
 
     def ids(self, codes: tuple[int, ...] | list[int]) -> list[int]:
         """Five codes (MISSING allowed) -> the 7 ids of the wrapped music block."""
-        kmax = self.table.shape[1] - 1
-        out = [self.start]
-        for m, c in enumerate(codes):
-            out.append(int(self.table[m, kmax if c == grammar.MISSING else c]))
-        return out + [self.end]
+        if self._rows is None:
+            self._rows = self.table.tolist()
+        rows, kmax = self._rows, self.table.shape[1] - 1
+        return [self.start, *(rows[m][kmax if c == grammar.MISSING else c]
+                              for m, c in enumerate(codes)), self.end]
 
     def code_ids(self, modality: int) -> torch.Tensor:
         """Ids of codes 0..K_m-1 of one modality (no ``none``), int64 [K_m]."""
