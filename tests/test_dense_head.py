@@ -79,7 +79,7 @@ def test_music_positions_point_at_each_trained_block_of_its_track(data):
                     assert s.ids[p] == vocab.start and s.mask[p + 1] == 1
                     shown = s.ids[p + 1:p + 6]
                     codes = cb.codes_of(cb.item_ids[row])
-                    assert shown[1:] == vocab.ids(codes)[2:6]  # playlist may be hidden
+                    assert list(shown[1:]) == vocab.ids(codes)[2:6]  # playlist may be hidden
         pl = ds.playlists[0].track_ids
         sample = r.playlist(pl, 1)
         assert [row for _, row in sample.music] == [cb.row[t] for t in pl[1:1 + len(sample.music)]]
@@ -102,10 +102,14 @@ def _train(data, run, steps, **train):
 
 def test_training_teaches_the_head_to_pick_its_track_and_saves_it_with_the_run(data, tmp_path):
     run = tmp_path / "run"
-    _train(data, run, 60, lr=1e-2, warmup_steps=2, self_sim_lambda=0.0)
+    # 150 steps: after 60 the loss had only fallen from far above chance (an untrained head
+    # is confidently wrong at temperature 0.05) to about chance on a CPU without AVX-512,
+    # which is not picking the right track. Averages over many steps: single steps are noisy.
+    _train(data, run, 150, lr=1e-2, warmup_steps=2, self_sim_lambda=0.0)
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    first, last = np.mean([r["dense"] for r in rows[:5]]), np.mean([r["dense"] for r in rows[-5:]])
-    assert last < 0.5 * first, (first, last)  # it learns to pick the right track
+    first, last = np.mean([r["dense"] for r in rows[:5]]), np.mean([r["dense"] for r in rows[-20:]])
+    chance = np.log(len(Codebook.load(data / "tokenizer").item_ids))  # every track a key
+    assert last < 0.5 * first and last < chance - 0.25, (first, last, chance)
     assert "val_dense" in rows[-1]
     head = load_head(run / "model")
     assert head is not None and head.spec.modalities == ["semantic", "metadata", "lyrics", "audio"]

@@ -68,6 +68,47 @@ def test_data_stream_is_deterministic_restorable_and_sharded(data):
     assert kinds.count(PLAYLIST) == 10  # share 0.5 of 20 conversation sequences
 
 
+def test_playlist_samples_are_rendered_when_drawn_with_the_length_they_were_bucketed_by(data):
+    """An epoch holds playlist cuts, not rendered sequences (memory by samples, not tokens);
+    the length bucketing uses (``Renderer.playlist_length``) is the rendered one, truncation
+    included, and the stream equals rendering every cut up front."""
+    import numpy as np
+
+    from talkplay.data.dataset import read_dataset
+    from talkplay.lm.base import load_base
+    from talkplay.lm.vocab import expand_vocabulary
+    from talkplay.tokenize import grammar
+    from talkplay.tokenize.codebook import Codebook
+    from talkplay.train.data import PlaylistCut, Renderer, Sample, TrainData, build_splits, collate
+
+    model, tok = load_base(tiny().model)
+    cb = Codebook.load(data / "tokenizer")
+    vocab = expand_vocabulary(model, tok, grammar.vocabulary(cb.k))
+    rng = np.random.default_rng(0)
+    ids = cb.item_ids
+    for context in (48, 100, 256, 4096):  # 48: even one input and one target block overflow
+        r = Renderer(tok, cb, vocab, context)
+        for _ in range(40):
+            n = int(rng.integers(2, 60))
+            tracks = [ids[int(i)] for i in rng.integers(0, len(ids), n)]
+            cut = int(rng.integers(1, n))
+            assert r.playlist_length(n, cut) == len(r.playlist(tracks, cut).ids), (context, n, cut)
+    r = Renderer(tok, cb, vocab, 256)
+    train, _ = build_splits(read_dataset(data), r)
+    d = TrainData(train, r, batch_size=3, playlist_share=0.5, seed=1)
+    epoch = d.epoch_batches(0)
+    cuts = [x for b in epoch for x in b if isinstance(x, PlaylistCut)]
+    assert cuts and all(not hasattr(x, "ids") for x in cuts)
+    got = [d.next_batch() for _ in range(len(epoch))]
+    want = [[r.playlist(train.playlists[x.playlist], x.cut) if isinstance(x, PlaylistCut) else x
+             for x in b] for b in epoch]
+    for g, w in zip(got, want, strict=True):
+        assert all(isinstance(x, Sample) for x in g)
+        assert [list(x.ids) for x in g] == [list(x.ids) for x in w]
+        assert [x.music for x in g] == [x.music for x in w]
+        assert torch.equal(collate(g, 0)["labels"], collate(w, 0)["labels"])
+
+
 def test_smoke_run_leaves_a_loadable_run_directory(data, tmp_path):
     from talkplay.train.loop import train
 

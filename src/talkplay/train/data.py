@@ -5,13 +5,21 @@ cut, the order of the batches. So a position ``(epoch, index)`` restores the dat
 exactly, on any number of processes. Batches are length-bucketed (sequences of similar length
 share a batch, padded to the batch's longest), which keeps most of each step real tokens;
 ``fill`` reports the share.
+
+Memory stays proportional to the number of sequences, not their tokens, where it can: an
+epoch's playlist samples are ``PlaylistCut`` records (playlist, cut, length from
+``Renderer.playlist_length``) rendered only when their batch is drawn, and conversations are
+rendered once into compact arrays (4 bytes a token id, 1 a label flag; a Python list of ints
+costs about 44 bytes a token). At MPD's size (1M playlists a pass, about 380 tokens each) an
+epoch of rendered playlist samples would otherwise hold about 16 GB.
 """
 
 from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,14 +35,18 @@ from talkplay.train.losses import IGNORE
 
 log = logging.getLogger(__name__)
 CONVERSATION, PLAYLIST = 0, 1
+PLAYLIST_TARGET = 16
+"""Tracks a playlist sample predicts at most (``render_playlist``'s ``max_target``)."""
 BUCKET_BATCHES = 50
 """Batches per sorting chunk: larger fills better, smaller shuffles better."""
 
 
 @dataclass
 class Sample:
-    ids: list[int]
-    mask: list[int]
+    ids: Sequence[int]
+    """Token ids (a list, or ``array("i")`` for stored conversation samples)."""
+    mask: Sequence[int]
+    """1 where the token is a label (a list, or ``array("b")``)."""
     kind: int
     """CONVERSATION or PLAYLIST (for separate logging of the two cross-entropies)."""
     music: list[tuple[int, int]] = field(default_factory=list)
@@ -52,6 +64,8 @@ class Renderer:
     context_length: int
     facts: Callable[[str], str] | None = None
     """Grounded replies: track id -> facts line shown after its music block (``lm.facts``)."""
+    _playlist_base: tuple[int, int] | None = field(default=None, init=False, repr=False)
+    """(tokens of a playlist sample besides its music blocks, tokens per block), once known."""
 
     def conversation(self, conv, playlist_dropout: float = 0.0, seed: int = 0) -> list[Sample]:
         """Render one conversation; ``playlist_dropout`` hides the playlist code of that share of
@@ -66,12 +80,28 @@ class Renderer:
                                      context_length=self.context_length, hide_playlist=hide,
                                      facts=self.facts):
             music, j = music_positions(r, blocks, j)
-            out.append(Sample(r.ids, r.mask, CONVERSATION, music))
+            out.append(Sample(array("i", r.ids), array("b", r.mask), CONVERSATION, music))
         return out
+
+    def playlist_length(self, n_tracks: int, cut: int) -> int:
+        """Tokens of ``playlist(track_ids, cut)`` for a playlist of ``n_tracks``, without
+        rendering it (as ``render_playlist`` lays it out; a test holds the two together)."""
+        if self._playlist_base is None:  # the layout's fixed part, from a two-track render
+            one = self.codebook.item_ids[0]
+            block = len(self.vocab.ids(self.codebook.codes_of(one)))
+            two = render_playlist([one, one], 1, self.tokenizer, self.codebook, self.vocab,
+                                  context_length=10**9)
+            self._playlist_base = (len(two.ids) - 2 * block, block)
+        base, block = self._playlist_base
+        room = self.context_length - base
+        n_target = max(1, min(min(n_tracks - cut, PLAYLIST_TARGET), room // block - 1))
+        n_in = max(1, min(cut, room // block - n_target))
+        return min(base + block * (n_in + n_target), self.context_length)
 
     def playlist(self, track_ids: list[str], cut: int) -> Sample:
         r: Rendered = render_playlist(track_ids, cut, self.tokenizer, self.codebook, self.vocab,
-                                      context_length=self.context_length)
+                                      context_length=self.context_length,
+                                      max_target=PLAYLIST_TARGET)
         blocks = [(self._block(t), self.codebook.row[t]) for t in track_ids[cut:]]
         return Sample(r.ids, r.mask, PLAYLIST, music_positions(r, blocks, 0)[0])
 
@@ -175,27 +205,50 @@ def build_splits(ds: Dataset, r: Renderer, holdout: float = 0.05, seed: int = 0,
     return out[0], out[1]
 
 
-def _bucket(samples: list[Sample], batch_size: int, rng: np.random.Generator) -> list[list[Sample]]:
+class PlaylistCut:
+    """A playlist sample not rendered yet: ``Split.playlists[playlist]`` cut at ``cut``."""
+
+    __slots__ = ("playlist", "cut", "length")
+    kind = PLAYLIST
+
+    def __init__(self, playlist: int, cut: int, length: int):
+        self.playlist, self.cut, self.length = playlist, cut, length
+
+
+def _length(x: Sample | PlaylistCut) -> int:
+    return x.length if isinstance(x, PlaylistCut) else len(x.ids)
+
+
+def _bucket(samples: list, batch_size: int, rng: np.random.Generator) -> list[list]:
     order = rng.permutation(len(samples))
     chunk = batch_size * BUCKET_BATCHES
     batches = []
     for lo in range(0, len(order), chunk):
-        part = sorted(order[lo:lo + chunk], key=lambda i: len(samples[i].ids))
+        part = sorted(order[lo:lo + chunk], key=lambda i: _length(samples[i]))
         batches += [[samples[i] for i in part[j:j + batch_size]]
                     for j in range(0, len(part), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def playlist_samples(split: Split, n: int, r: Renderer, rng: np.random.Generator) -> list[Sample]:
-    """``n`` continuation samples: playlists in seeded order (cycling), cut at random offsets."""
+def playlist_samples(split: Split, n: int, r: Renderer, rng: np.random.Generator) -> list[PlaylistCut]:
+    """``n`` continuation samples: playlists in seeded order (cycling), cut at random offsets;
+    not rendered (``render``)."""
     if not split.playlists or n <= 0:
         return []
     order = rng.permutation(len(split.playlists))
     out = []
     for j in range(n):
-        tracks = split.playlists[order[j % len(order)]]
-        out.append(r.playlist(tracks, int(rng.integers(1, len(tracks)))))
+        k = int(order[j % len(order)])
+        size = len(split.playlists[k])
+        cut = int(rng.integers(1, size))
+        out.append(PlaylistCut(k, cut, r.playlist_length(size, cut)))
     return out
+
+
+def render(split: Split, r: Renderer, batch: list) -> list[Sample]:
+    """A batch's samples, each ``PlaylistCut`` rendered now."""
+    return [r.playlist(split.playlists[x.playlist], x.cut) if isinstance(x, PlaylistCut) else x
+            for x in batch]
 
 
 class TrainData:
@@ -206,10 +259,11 @@ class TrainData:
         self.split, self.r, self.batch_size = split, r, batch_size
         self.share, self.seed, self.world, self.rank = playlist_share, seed, world_size, rank
         self.epoch, self.index = 0, 0
-        self._cache: tuple[int, list[list[Sample]]] | None = None
+        self._cache: tuple[int, list[list[Sample | PlaylistCut]]] | None = None
 
-    def epoch_batches(self, epoch: int) -> list[list[Sample]]:
-        """All batches of one epoch (same on every process), a multiple of world_size long."""
+    def epoch_batches(self, epoch: int) -> list[list[Sample | PlaylistCut]]:
+        """All batches of one epoch (same on every process), a multiple of world_size long;
+        playlist samples not rendered yet (``next_batch`` renders them)."""
         if self._cache and self._cache[0] == epoch:
             return self._cache[1]
         rng = np.random.default_rng([self.seed, epoch])
@@ -240,7 +294,7 @@ class TrainData:
             batches = self.epoch_batches(self.epoch)
         batch = batches[self.index * self.world + self.rank]
         self.index += 1
-        return batch
+        return render(self.split, self.r, batch)
 
 
 def valid_batches(split: Split, r: Renderer, batch_size: int, seed: int, limit: int
@@ -250,7 +304,7 @@ def valid_batches(split: Split, r: Renderer, batch_size: int, seed: int, limit: 
     rng = np.random.default_rng([seed, 10_007])
     n_pl = min(len(split.playlists), max(len(split.conversations), batch_size))
     samples = split.conversations + playlist_samples(split, n_pl, r, rng)
-    return _bucket(samples, batch_size, rng)[:limit]
+    return [render(split, r, b) for b in _bucket(samples, batch_size, rng)[:limit]]
 
 
 def collate(batch: list[Sample], pad_id: int) -> dict[str, torch.Tensor]:
@@ -263,9 +317,9 @@ def collate(batch: list[Sample], pad_id: int) -> dict[str, torch.Tensor]:
     att = torch.zeros((len(batch), t), dtype=torch.int64)
     for i, s in enumerate(batch):
         n = len(s.ids)
-        ids[i, :n] = torch.tensor(s.ids)
+        ids[i, :n] = torch.as_tensor(np.asarray(s.ids, dtype=np.int64))
         att[i, :n] = 1
-        m = torch.tensor(s.mask, dtype=torch.bool)
+        m = torch.as_tensor(np.asarray(s.mask, dtype=np.bool_))
         labels[i, :n] = torch.where(m, ids[i, :n], IGNORE)
     music = [(i, p, row) for i, s in enumerate(batch) for p, row in s.music]
     return {"input_ids": ids, "attention_mask": att, "labels": labels,
