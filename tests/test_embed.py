@@ -150,6 +150,28 @@ def test_item2vec_resumes_to_the_same_vectors(tmp_path, encoders):
     assert not (cut / "embeddings" / ".partial" / "playlist").exists()
 
 
+def test_item2vec_workers_come_from_the_cli_and_key_the_cache(tmp_path, encoders):
+    """``--item2vec-workers 2 --item2vec-epochs 2`` train the playlist vectors with two gensim
+    threads (recorded in the spec, so they never reuse single-thread vectors, or the reverse);
+    one worker keeps the spec of caches built before the option existed."""
+    from typer.testing import CliRunner
+
+    from talkplay.cli import app
+    from talkplay.embed.registry import encoder_spec
+
+    assert "workers" not in encoder_spec("playlist", "item2vec", toy_cfg())
+    d = make_toy(tmp_path / "d")
+    r = CliRunner().invoke(app, ["embed", "--data", str(d), "--profile", "tiny", "-m", "playlist",
+                                 "--item2vec-workers", "2", "--item2vec-epochs", "2"])
+    assert r.exit_code == 0, r.output
+    entry = json.loads((d / "embeddings" / "manifest.json").read_text())["modalities"]["playlist"]
+    assert entry["spec"]["workers"] == 2 and entry["spec"]["epochs"] == 2
+    ids, m = load_modality(d, "playlist")
+    train_ids = {t for p in read_dataset(d).playlists if p.split == "train" for t in p.track_ids}
+    assert set(ids) == train_ids and m.shape == (len(ids), entry["dim"]) and np.isfinite(m).all()
+    r = CliRunner().invoke(app, ["embed", "--data", str(d), "-m", "playlist", "--item2vec-workers", "0"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+
 def test_text_modalities_absent_where_input_is(tmp_path, encoders):
     d = make_toy(tmp_path, audio=False)
     reports = build_embeddings(d, toy_cfg(pseudo_tags=False))

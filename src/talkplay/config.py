@@ -29,6 +29,10 @@ class EmbedConfig:
     """Skip-gram context window over a playlist."""
     item2vec_epochs: int = 20
     item2vec_min_count: int = 1
+    item2vec_workers: int = 1
+    """gensim worker threads. 1 (default): the same vectors bit for bit on every run; more
+    train about that many times faster on as many cores (MPD's million playlists), but the
+    vectors then depend on thread timing."""
     batch_size: int = 64
     """Texts or audio clips per encoder batch."""
     pseudo_tags: bool = True

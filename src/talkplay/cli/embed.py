@@ -63,6 +63,11 @@ def embed(
     force: Annotated[bool, typer.Option(
         help="Recompute even when the inputs are unchanged.")] = False,
     chunk_size: Annotated[int, typer.Option(help="Items per resumable chunk.")] = 1024,
+    item2vec_epochs: Annotated[int | None, typer.Option(
+        min=1, help="item2vec passes over the training playlists (profile default: 20).")] = None,
+    item2vec_workers: Annotated[int | None, typer.Option(
+        min=1, help="item2vec worker threads; 1 (default) gives the same vectors on every run, "
+        "more train faster on as many cores but depend on thread timing.")] = None,
     diagnose: Annotated[bool, typer.Option(
         help="Genre agreement of every modality, not only audio.")] = False,
 ) -> None:
@@ -85,7 +90,8 @@ def embed(
             fail(f"--encoder {spec!r}: {e}")
         cfg.encoders[m] = name
     for key, value in (("batch_size", batch_size), ("device", device),
-                       ("pseudo_tags", pseudo_tags)):
+                       ("pseudo_tags", pseudo_tags), ("item2vec_epochs", item2vec_epochs),
+                       ("item2vec_workers", item2vec_workers)):
         if value is not None:
             setattr(cfg, key, value)
     cfg.trust_remote_code = trust_remote_code

@@ -70,7 +70,8 @@ def _item2vec(cfg: EmbedConfig) -> Any:
     from talkplay.embed.item2vec import Item2Vec
 
     return Item2Vec(dim=cfg.item2vec_dim, window=cfg.item2vec_window,
-                    epochs=cfg.item2vec_epochs, min_count=cfg.item2vec_min_count, seed=cfg.seed)
+                    epochs=cfg.item2vec_epochs, min_count=cfg.item2vec_min_count, seed=cfg.seed,
+                    workers=cfg.item2vec_workers)
 
 
 def _minilm(cfg: EmbedConfig) -> Any:
@@ -121,6 +122,8 @@ def encoder_spec(modality: str, name: str, cfg: EmbedConfig) -> dict:
     if modality == "playlist":
         spec.update(dim=cfg.item2vec_dim, window=cfg.item2vec_window,
                     epochs=cfg.item2vec_epochs, min_count=cfg.item2vec_min_count, seed=cfg.seed)
+        if cfg.item2vec_workers != 1:  # absent at 1, so caches built before the option stay valid
+            spec["workers"] = cfg.item2vec_workers
     elif modality in TEXT_MODALITIES:
         # Version of the text recipe (windows at token boundaries, mean-pooled, normalised).
         spec.update(recipe="windows-meanpool-v1", trust_remote_code=cfg.trust_remote_code)
