@@ -21,7 +21,11 @@ K = 1024, 25 iterations, as ``talkplay tokenize``), ``sequences`` builds the tra
 over the import's training playlists (``train.data``: random codes as ``catalog``, the tiny
 model's SmolLM2 tokenizer, context 1,024, batches of 16) and draws ``--batches`` batches
 (``sequences-eager`` renders every playlist sample of the epoch at its start, as the previous
-version did: the baseline, up to ``--eager-max`` playlists), ``catalog`` builds the lookup index (``CodeIndex``) and the
+version did: the baseline, up to ``--eager-max`` playlists), ``evaluate`` builds the
+``cooc`` baseline over the training playlists (with its BM25 index over every track) and asks
+it for 100 tracks for each of ``--queries`` test playlists (its name as the request, its first
+3 tracks as accepted music; build time and median / p95 query time),
+``catalog`` builds the lookup index (``CodeIndex``) and the
 decoding trie (``CatalogTrie``) over as many tracks as the import holds (random codes, K = 1024
 per modality, as ``benchmarks/lookup.py``). Each stage runs in its own child
 process, so its peak RSS (``wait4``'s ru_maxrss) is its own. Prints one row per (N, stage): wall
@@ -48,7 +52,7 @@ from rich.table import Table
 BIN = Path(sys.executable).parent
 console = Console(width=140)
 STAGES = ("generate", "import", "read-plain", "read", "item2vec", "text", "kmeans",
-          "sequences-eager", "sequences", "catalog")
+          "sequences-eager", "sequences", "catalog", "evaluate")
 CATALOG = """
 import json, sys, time
 sys.path.insert(0, sys.argv[2])
@@ -134,6 +138,25 @@ took = time.perf_counter() - t
 shutil.rmtree(part)
 print(len(texts), min(len(texts), int(sys.argv[2])), took)
 """
+EVALUATE = """
+import sys, time
+import numpy as np
+from talkplay.data.dataset import read_dataset
+from talkplay.data.schema import Message
+from talkplay.evaluate.baselines import SYSTEMS
+ds = read_dataset(sys.argv[1])
+t = time.perf_counter()
+cooc = SYSTEMS["cooc"](ds)  # indexes BM25 over every track too (its back-off)
+built = time.perf_counter() - t
+took = []
+for p in [p for p in ds.playlists if p.split == "test"][:int(sys.argv[2])]:
+    seeds = p.track_ids[:3]
+    history = [Message("user", p.name or "more like these"), *(Message("music", s) for s in seeds)]
+    t = time.perf_counter()
+    cooc.recommend(history, k=100, exclude=set(seeds))
+    took.append(time.perf_counter() - t)
+print(built, float(np.median(took)), float(np.percentile(took, 95)), len(took))
+"""
 ITEM2VEC = """
 import sys
 from talkplay.data.dataset import read_dataset
@@ -189,6 +212,8 @@ def main() -> None:
                     help="largest N that runs item2vec")
     ap.add_argument("--text-max", type=int, default=4096,
                     help="tracks whose metadata text the text stage embeds (MiniLM, CPU)")
+    ap.add_argument("--queries", type=int, default=50,
+                    help="test playlists the evaluate stage asks cooc (with its BM25 back-off)")
     ap.add_argument("--batches", type=int, default=50,
                     help="training batches the sequences stages draw")
     ap.add_argument("--eager-max", type=int, default=100_000,
@@ -221,6 +246,9 @@ def main() -> None:
             elif stage == "text":
                 cmd = [sys.executable, "-c", TEXT, str(args.work / f"import-{n}"),
                        str(args.text_max)]
+            elif stage == "evaluate":
+                cmd = [sys.executable, "-c", EVALUATE, str(args.work / f"import-{n}"),
+                       str(args.queries)]
             elif stage == "kmeans":
                 for dim in (128, 384):
                     console.print(f"{n}: kmeans d={dim} ...")
@@ -257,6 +285,12 @@ def main() -> None:
                 row["all_tracks_h"] = round(int(tracks) / row["encode_per_s"] / 3600, 2)
                 console.print(f"{n}: MiniLM {row['encode_per_s']} tracks/s; all {int(tracks):,} "
                               f"tracks would take {row['all_tracks_h']} h")
+            if stage == "evaluate":  # "<build s> <median s> <p95 s> <queries>"
+                built, median, p95, queries = printed.split()[-4:]
+                row.update(stage="evaluate (bm25 + cooc)", build_s=round(float(built), 1),
+                           query_median_s=round(float(median), 3), query_p95_s=round(float(p95), 3))
+                console.print(f"{n}: bm25 + cooc built in {row['build_s']} s; {queries} queries, "
+                              f"median {row['query_median_s']} s, p95 {row['query_p95_s']} s")
             rows.append(row)
             console.print(f"{n}: {stage} {wall:.1f} s, peak {rss:.2f} GB")
             save(rows, args.out)  # after every stage: a long run that fails keeps what it measured

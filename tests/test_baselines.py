@@ -86,6 +86,15 @@ def test_cooc_follows_training_playlists_and_backs_off_to_text():
     assert rec.tracks[0].track_id == "debussy" and rec.info["cooc_nonzero"] == 0
 
 
+def test_incidence_is_binary_and_ignores_unknown_ids():
+    from talkplay.evaluate.baselines.cooc import incidence
+
+    x = incidence(["a", "b", "c"], [["a", "b", "a"], ["zz"], [], ["c", "b"]])
+    assert x.dtype == np.float64 and x.shape == (4, 3)
+    np.testing.assert_array_equal(x.toarray(), [[1, 1, 0], [0, 0, 0], [0, 0, 0], [0, 1, 1]])
+    assert incidence(["a"], []).shape == (0, 1)
+
+
 def test_top_k_excludes_and_breaks_ties_by_catalog_order():
     rec = top_k(np.array([1.0, 3.0, 3.0, 0.5]), ["a", "b", "c", "d"], 2, {"b"})
     assert [t.track_id for t in rec.tracks] == ["c", "a"]
