@@ -103,8 +103,8 @@ def _layout(tokenizer: PreTrainedTokenizerBase, roles: tuple[str, ...],
         text = tokenizer.apply_chat_template(msgs, tokenize=False,
                                              add_generation_prompt=add_generation_prompt)
         pieces = _PH.split(text)  # markup, idx, markup, idx, ..., markup
-        known[key] = tuple(_markup(tokenizer, p) if j % 2 == 0 else p
-                           for j, p in enumerate(pieces))
+        known[key] = tuple(tuple(_markup(tokenizer, p)) if j % 2 == 0 else p
+                           for j, p in enumerate(pieces))  # tuples: shared, never changed
     return known[key]
 
 
