@@ -204,8 +204,8 @@ def main() -> None:
                     help="where slices and imports go (slices are reused)")
     ap.add_argument("--out", type=Path, default=Path("scale-results"))
     ap.add_argument("--item2vec-epochs", type=int, default=5,
-                    help="item2vec epochs (dim 128, window 20, one worker thread; the default "
-                         "training uses 20: time grows linearly with epochs)")
+                    help="item2vec epochs (dim 128, window 20, --item2vec-workers threads; the "
+                         "default training uses 20: time grows linearly with epochs)")
     ap.add_argument("--item2vec-workers", type=int, default=1,
                     help="gensim worker threads (1: the reproducible default)")
     ap.add_argument("--item2vec-max", type=int, default=100_000,
