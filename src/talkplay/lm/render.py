@@ -303,6 +303,14 @@ def fit_prompt(history: list[Message], tokenizer: PreTrainedTokenizerBase, codeb
     return r.ids, first
 
 
+def playlist_fit(n_inputs: int, n_targets: int, room: int, block: int) -> tuple[int, int]:
+    """How many input and target music blocks a playlist sample keeps (``render_playlist``):
+    ``room`` tokens beside its fixed part, ``block`` tokens a block; targets first, at least
+    one of each (the sample is then cut at the context length)."""
+    n_target = max(1, min(n_targets, room // block - 1))
+    return max(1, min(n_inputs, room // block - n_target)), n_target
+
+
 def render_playlist(track_ids: list[str], cut: int, tokenizer: PreTrainedTokenizerBase,
                     codebook: Codebook, vocab: MusicVocab, system_prompt: str = SYSTEM_PROMPT,
                     context_length: int = 1024, max_target: int = 16) -> Rendered:
@@ -331,9 +339,7 @@ def render_playlist(track_ids: list[str], cut: int, tokenizer: PreTrainedTokeniz
     text = encode_text(tokenizer, PLAYLIST_PROMPT + "\n")
     base = render_turns([head, Turn("user", text, [0] * len(text)), Turn("assistant")], tokenizer)
     block = len(blocks[0])
-    room = context_length - len(base.ids)
-    n_target = max(1, min(len(target), room // block - 1))
-    n_in = max(1, min(len(inputs), room // block - n_target))
+    n_in, n_target = playlist_fit(len(inputs), len(target), context_length - len(base.ids), block)
     user = Turn("user")
     user.add(text + [i for b in inputs[-n_in:] for i in b], False)
     asst = Turn("assistant")

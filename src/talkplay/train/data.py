@@ -27,7 +27,13 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from talkplay.data.dataset import Dataset
-from talkplay.lm.render import Rendered, render_conversation, render_playlist, shown_codes
+from talkplay.lm.render import (
+    Rendered,
+    playlist_fit,
+    render_conversation,
+    render_playlist,
+    shown_codes,
+)
 from talkplay.lm.vocab import MusicVocab
 from talkplay.tokenize.codebook import Codebook
 from talkplay.tokenize.grammar import MISSING
@@ -93,9 +99,8 @@ class Renderer:
                                   context_length=10**9)
             self._playlist_base = (len(two.ids) - 2 * block, block)
         base, block = self._playlist_base
-        room = self.context_length - base
-        n_target = max(1, min(min(n_tracks - cut, PLAYLIST_TARGET), room // block - 1))
-        n_in = max(1, min(cut, room // block - n_target))
+        n_in, n_target = playlist_fit(cut, min(n_tracks - cut, PLAYLIST_TARGET),
+                                      self.context_length - base, block)
         return min(base + block * (n_in + n_target), self.context_length)
 
     def playlist(self, track_ids: list[str], cut: int) -> Sample:
