@@ -10,28 +10,29 @@ For each N: ``generate`` writes N playlists as MPD slice files (1,000 per file, 
 ``--work`` and reused when already there), ``import`` runs ``talkplay data import mpd`` on them
 (1,000 test and 1,000 valid playlists) into a fresh directory, ``item2vec`` trains
 ``embed.item2vec.Item2Vec`` over the imported training playlists (``--item2vec-epochs`` and
-``--item2vec-workers``, up to ``--item2vec-max`` playlists), ``read`` loads the import with ``read_dataset`` (what every
-later stage does first; ``read-plain`` is the same with every playlist entry a fresh string,
-as ``to_pylist`` gives, the baseline of the same invocation), ``text`` embeds the metadata text of the first ``--text-max`` tracks with the
-packaged MiniLM in resumable chunks of 1,024 (``embed.build.encode_resumable``; the row is
-the whole process, reading the import and loading the model included: a subset, said so in
-its label), ``kmeans`` clusters as many
-random unit vectors as the import has tracks (d = 128, item2vec's width, and d = 384, MiniLM's;
-K = 1024, 25 iterations, as ``talkplay tokenize``), ``sequences`` builds the training stream
+``--item2vec-workers``, up to ``--item2vec-max`` playlists), ``read`` loads the import with
+``read_dataset`` (what every later stage does first; ``read-plain`` is the same with every
+playlist entry a fresh string, as ``to_pylist`` gives, the baseline of the same invocation),
+``text`` embeds the metadata text of the first ``--text-max`` tracks with the packaged MiniLM
+in resumable chunks of 1,024 (``embed.build.encode_resumable``; the row is the whole process,
+reading the import and loading the model included: a subset, said so in its label),
+``kmeans`` clusters as many random unit vectors as the import has tracks (d = 128,
+item2vec's width, and d = 384, MiniLM's; K = 1024, 25 iterations, as ``talkplay tokenize``),
+``sequences`` builds the training stream
 over the import's training playlists (``train.data``: random codes as ``catalog``, the tiny
 model's SmolLM2 tokenizer, context 1,024, batches of 16) and draws ``--batches`` batches
 (``sequences-eager`` renders every playlist sample of the epoch at its start, as the previous
 version did: the baseline, up to ``--eager-max`` playlists), ``evaluate`` builds the
 ``cooc`` baseline over the training playlists (with its BM25 index over every track) and asks
 it for 100 tracks for each of ``--queries`` test playlists (its name as the request, its first
-3 tracks as accepted music; build time and median / p95 query time),
-``catalog`` builds the lookup index (``CodeIndex``) and the
-decoding trie (``CatalogTrie``) over as many tracks as the import holds (random codes, K = 1024
-per modality, as ``benchmarks/lookup.py``). Each stage runs in its own child
-process, so its peak RSS (``wait4``'s ru_maxrss) is its own. Prints one row per (N, stage): wall
-seconds, playlists and entries per second, peak RSS, and the growth of time and memory from the
-previous N; writes ``OUT/scale.json`` and ``OUT/scale.png`` (log-log). Text embeddings,
-and evaluation are not in this report yet.
+3 tracks as accepted music; build time and median / p95 query time), ``catalog`` builds the
+lookup index (``CodeIndex``) and the decoding trie (``CatalogTrie``) over as many tracks as
+the import holds (random codes, K = 1024 per modality, as ``benchmarks/lookup.py``). Each
+stage runs in its own child process, so its peak RSS (``wait4``'s ru_maxrss) is its own.
+Prints one row per (N, stage): wall seconds, playlists and entries per second, peak RSS,
+and the growth of time and memory from the previous N; writes ``OUT/scale.json`` (after every stage) and ``OUT/scale.png`` (log-log).
+Training steps and a TalkPlay model's evaluation are not in this report (their cost per step
+and per turn does not grow with the number of playlists).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from talkplay.io import write_json
 
 BIN = Path(sys.executable).parent
 console = Console(width=140)
@@ -322,9 +325,7 @@ def main() -> None:
 def save(rows: list[dict], out: Path) -> None:
     """Write ``OUT/scale.json`` (atomically: a crash never leaves half a file)."""
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".scale.json.tmp"
-    tmp.write_text(json.dumps(rows, indent=1))
-    tmp.replace(out / "scale.json")
+    write_json(out / "scale.json", rows)
 
 
 def plot(rows: list[dict], path: Path) -> None:
