@@ -525,11 +525,15 @@ class StaleFit(DataError):
 
 def save_config(run: str | Path, name: str, cfg: HybridConfig) -> None:
     """Store ``cfg`` under ``name`` in RUN/hybrid.json (other systems' entries are kept),
-    with the checksums of the model weights it was fit on (``fitted["weights_sha256"]``)."""
+    with the checksums of the model weights and the dense head it was fit on
+    (``fitted["weights_sha256"]``, ``fitted["head_sha256"]``)."""
+    from talkplay.train.head_fit import head_checksum
+
     path = Path(run) / HYBRID_FILE
     data = json.loads(path.read_text()) if path.exists() else {}
     entry = asdict(cfg)
     entry["fitted"]["weights_sha256"] = run_weights(run)
+    entry["fitted"]["head_sha256"] = head_checksum(run)
     data[name] = entry
     write_json(path, data)
 
@@ -539,7 +543,8 @@ def load_config(run: str | Path, name: str) -> HybridConfig | None:
 
     Raises:
         StaleFit: the weights were fit on model weights the run no longer has (it was
-            trained further or again since), so they would rank with another model's scale.
+            trained further or again since), or with a dense head it no longer has (``talkplay
+            fit-head`` since), so they would rank with another model's scale.
     """
     path = Path(run) / HYBRID_FILE
     if not path.exists():
@@ -553,6 +558,13 @@ def load_config(run: str | Path, name: str) -> HybridConfig | None:
                        f"now (sha256 {fit_on[0][:12]}..., now {now[0][:12]}...: trained again "
                        f"since); refit them with `talkplay evaluate --run {run} --systems {name} "
                        "--refit`", file=str(path))
+    from talkplay.train.head_fit import head_checksum
+
+    head_on, head_now = entry.get("fitted", {}).get("head_sha256"), head_checksum(run)
+    if head_on and head_on != head_now:
+        raise StaleFit(f"{name}: its weights were fit with another dense head than the run has "
+                       f"now (refit since: RUN/head_fit.json); refit them with `talkplay "
+                       f"evaluate --run {run} --systems {name} --refit`", file=str(path))
     cfg = HybridConfig(**entry)
     # A component newer than the fit (no weight saved for it) stays out, so a saved hybrid
     # ranks as it did when it was fit.
