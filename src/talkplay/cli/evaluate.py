@@ -52,8 +52,11 @@ def build_talkplay(run: Path | None, name: str, keep_history: bool = False,
 HYBRIDS = {"talkplay-hybrid": [], "talkplay-hybrid-no-lm": ["lm"],
            "talkplay-hybrid-no-bm25": ["bm25"], "talkplay-hybrid-no-dense": ["dense"],
            "talkplay-hybrid-no-cooc": ["cooc"], "talkplay-hybrid-no-head": ["head"],
-           "talkplay-hybrid-no-named": ["named"]}
-"""The hybrid and its ablations (components left out; weights refit without them)."""
+           "talkplay-hybrid-no-named": ["named"], "talkplay-hybrid-no-model": ["lm", "head"]}
+"""The hybrid and its ablations (components left out; weights refit without them).
+``no-model`` leaves out everything the TalkPlay model gives (its block scores, its beam's
+proposals and the dense head): the retrieval components fused with weights fit on valid, the
+best fusion without the model."""
 FUSIONS = {"rrf": ["bm25", "dense", "cooc", "talkplay-beam"], "rrf-text": ["bm25", "dense", "cooc"]}
 """Untuned reciprocal-rank fusions, the baselines of the hybrid."""
 COMPOSITES = [*HYBRIDS, *FUSIONS]
@@ -246,7 +249,8 @@ def evaluate(
     systems: Annotated[str, typer.Option(
         help="Comma-separated: bm25, dense, cooc, clap, popularity, talkplay, talkplay-paper, "
              "talkplay-beam, talkplay-hybrid (and its ablations talkplay-hybrid-no-lm|bm25|dense|"
-             "cooc|head|named), rrf (untuned fusion of bm25, dense, cooc, talkplay-beam), rrf-text.")
+             "cooc|head|named|model; no-model: the retrieval components fused with weights fit on valid), "
+             "rrf (untuned fusion of bm25, dense, cooc, talkplay-beam), rrf-text.")
     ] = "bm25,dense,cooc,clap,popularity",
     run: Annotated[Path | None, typer.Option(
         "--run", "--run-dir", help="Fine-tuned run directory (talkplay systems). `--run-dir` "
