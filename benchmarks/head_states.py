@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from talkplay.data.dataset import read_dataset
+from talkplay.evaluate.head_fit import prompt_states
 from talkplay.evaluate.protocols import build_targets, resolve_protocol
 from talkplay.io import read_json
 from talkplay.recommend.engine import prefill
 from talkplay.recommend.recommender import load_talkplay
-from talkplay.train.head_fit import prompt_states
 
 
 def main() -> None:

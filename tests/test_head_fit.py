@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from talkplay.evaluate import head_fit
+from talkplay.evaluate.head_fit import HeadFitConfig, fit_head, head_mrr
 from talkplay.evaluate.protocols import Target
 from talkplay.lm.dense_head import DenseHead, HeadSpec, load_head
-from talkplay.train import head_fit
-from talkplay.train.head_fit import HeadFitConfig, fit_head, head_mrr
 
 
 def _learnable(n_train=400, n_valid=80, n_items=300, hidden=16, dim=8, seed=0):
@@ -131,10 +131,10 @@ def test_prompt_states_reuse_the_prompt_cache_and_equal_a_fresh_prefill(tmp_path
     from test_dense_head import _train, with_content
 
     from talkplay.data.dataset import read_dataset
+    from talkplay.evaluate.head_fit import prompt_states
     from talkplay.evaluate.protocols import build_targets
     from talkplay.recommend.engine import prefill
     from talkplay.recommend.recommender import load_talkplay
-    from talkplay.train.head_fit import prompt_states
     from talkplay.train.toy import toy_dataset
 
     data = with_content(toy_dataset(tmp_path / "data", seed=0))

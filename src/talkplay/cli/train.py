@@ -137,7 +137,7 @@ def train(
 
 def _refit_head(run: Path) -> None:
     """``talkplay fit-head``'s work, with progress and a one-line result."""
-    from talkplay.train.head_fit import refit_run_head
+    from talkplay.evaluate.head_fit import refit_run_head
 
     with progress_bar() as bar:
         tasks: dict[str, int] = {}

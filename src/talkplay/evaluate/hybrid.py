@@ -56,7 +56,7 @@ from talkplay.data.schema import Message
 from talkplay.evaluate.fusion import history_key
 from talkplay.evaluate.metrics import target_metrics
 from talkplay.io import write_json
-from talkplay.lm.dense_head import load_dense_head
+from talkplay.lm.dense_head import head_checksum, load_dense_head
 from talkplay.recommend.engine import prefill, score_blocks
 from talkplay.recommend.protocol import Recommendation, ScoredTrack
 
@@ -527,8 +527,6 @@ def save_config(run: str | Path, name: str, cfg: HybridConfig) -> None:
     """Store ``cfg`` under ``name`` in RUN/hybrid.json (other systems' entries are kept),
     with the checksums of the model weights and the dense head it was fit on
     (``fitted["weights_sha256"]``, ``fitted["head_sha256"]``)."""
-    from talkplay.train.head_fit import head_checksum
-
     path = Path(run) / HYBRID_FILE
     data = json.loads(path.read_text()) if path.exists() else {}
     entry = asdict(cfg)
@@ -558,8 +556,6 @@ def load_config(run: str | Path, name: str) -> HybridConfig | None:
                        f"now (sha256 {fit_on[0][:12]}..., now {now[0][:12]}...: trained again "
                        f"since); refit them with `talkplay evaluate --run {run} --systems {name} "
                        "--refit`", file=str(path))
-    from talkplay.train.head_fit import head_checksum
-
     head_on, head_now = entry.get("fitted", {}).get("head_sha256"), head_checksum(run)
     if head_on and head_on != head_now:
         raise StaleFit(f"{name}: its weights were fit with another dense head than the run has "

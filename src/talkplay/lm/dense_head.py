@@ -16,6 +16,7 @@ model by ``save_head`` and read by ``load_head``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -134,6 +135,12 @@ def load_head(model_dir: str | Path) -> DenseHead | None:
     head = DenseHead(spec)
     head.load_state_dict(load_file(str(model_dir / WEIGHTS)))
     return head.eval()
+
+
+def head_checksum(run: str | Path) -> str | None:
+    """SHA-256 of the run's dense-head weights, or None when it has no head."""
+    path = Path(run) / "model" / WEIGHTS
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
 
 def load_dense_head(run: str | Path, item_ids: list[str]) -> tuple[DenseHead, np.ndarray] | None:

@@ -26,7 +26,6 @@ seconds); the head is written atomically into ``RUN/model``. Nothing here reads 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -37,7 +36,7 @@ import torch
 
 from talkplay.evaluate.metrics import target_metrics
 from talkplay.io import write_json
-from talkplay.lm.dense_head import WEIGHTS, DenseHead, content_matrix, load_head, save_head
+from talkplay.lm.dense_head import DenseHead, content_matrix, head_checksum, load_head, save_head
 
 log = logging.getLogger(__name__)
 FIT_FILE = "head_fit.json"
@@ -165,12 +164,6 @@ def fit_head(head: DenseHead, train_states: np.ndarray, train_targets, valid_sta
                     break
     work.load_state_dict(best_state)
     return work.eval(), {"valid_mrr": round(best, 4), "best_epoch": best_epoch, "history": history}
-
-
-def head_checksum(run: str | Path) -> str | None:
-    """SHA-256 of the run's dense-head weights, or None when it has no head."""
-    path = Path(run) / "model" / WEIGHTS
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
 
 def refit_run_head(run: str | Path, cfg: HeadFitConfig | None = None, tp=None,
