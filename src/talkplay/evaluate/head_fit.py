@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from talkplay.evaluate.baselines.common import top_k
 from talkplay.evaluate.metrics import target_metrics
 from talkplay.io import write_json
 from talkplay.lm.dense_head import DenseHead, content_matrix, head_checksum, load_head, save_head
@@ -70,16 +71,14 @@ def prompt_states(tp, targets, progress=None) -> np.ndarray:
     prompt (which ends with ``<start_of_music>``), computed as ``talkplay-hybrid`` computes it
     (``tp._prompt_state``): a target whose prompt extends an earlier one's (the next turn of
     the same conversation) runs only its new tokens when ``tp`` keeps a prompt cache."""
-    from talkplay.recommend.engine import prefill
+    from talkplay.recommend.engine import last_hidden
 
     hidden = int(tp.model.config.hidden_size)
     out = np.zeros((len(targets), hidden), dtype=np.float32)
     with torch.inference_mode():
         for n, t in enumerate(targets):
-            prompt, _ = tp.prompt(t.history)
-            state = tp._prompt_state(prompt)
-            h = state.hidden if state.hidden is not None else prefill(tp.model, prompt).hidden
-            out[n] = h.float().cpu().numpy()
+            state = tp._prompt_state(tp.prompt(t.history)[0])
+            out[n] = last_hidden(tp.model, state).float().cpu().numpy()
             if progress:
                 progress(n + 1, len(targets))
     return out
@@ -87,21 +86,16 @@ def prompt_states(tp, targets, progress=None) -> np.ndarray:
 
 def head_mrr(head: DenseHead, states: np.ndarray, targets, content: np.ndarray,
              item_ids: list[str], cluster_of: dict[str, str] | None) -> float:
-    """Mean MRR@100 of the head alone over ``targets`` (excluded tracks never ranked)."""
+    """Mean MRR@100 of the head alone over ``targets`` (excluded tracks never ranked; ties by
+    catalog order, as every baseline ranks: ``baselines.common.top_k``)."""
     if not len(targets):
         return 0.0
-    row = {t: i for i, t in enumerate(item_ids)}
     with torch.no_grad():
         query = head(torch.from_numpy(states)).numpy()
     total = 0.0
     for q, t in zip(query, targets, strict=True):
-        s = content @ q.astype(content.dtype)
-        banned = [row[e] for e in t.exclude if e in row]
-        s[banned] = -np.inf
-        want = min(len(s), 100 + len(banned))
-        top = np.argpartition(-s, want - 1)[:want] if want < len(s) else np.arange(len(s))
-        top = top[np.lexsort((top, -s[top]))][:100]
-        total += target_metrics(predictions=[item_ids[i] for i in top], gold=t.gold,
+        ranked = top_k(content @ q.astype(content.dtype), item_ids, 100, t.exclude)
+        total += target_metrics(predictions=[s.track_id for s in ranked.tracks], gold=t.gold,
                                 ks=(1, 10, 100), cluster_of=cluster_of or None)["mrr"]
     return total / len(targets)
 

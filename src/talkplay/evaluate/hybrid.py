@@ -57,7 +57,7 @@ from talkplay.evaluate.fusion import history_key
 from talkplay.evaluate.metrics import target_metrics
 from talkplay.io import write_json
 from talkplay.lm.dense_head import head_checksum, load_dense_head
-from talkplay.recommend.engine import prefill, score_blocks
+from talkplay.recommend.engine import last_hidden, score_blocks
 from talkplay.recommend.protocol import Recommendation, ScoredTrack
 
 log = logging.getLogger(__name__)
@@ -317,11 +317,8 @@ class HybridRecommender:
     def _head_scores(self, state) -> np.ndarray:
         """The dense head's cosine for every catalog track, float64 [n_items]."""
         head, content = self.head
-        hidden = state.hidden
-        if hidden is None:  # a state advanced by ``feed``: recompute the prompt's last position
-            hidden = prefill(self.tp.model, state.ids).hidden
         with torch.inference_mode():
-            query = head(hidden[None])[0].numpy()
+            query = head(last_hidden(self.tp.model, state)[None])[0].numpy()
         return content @ query.astype(content.dtype)
 
     def _lm_scores(self, state, rows: np.ndarray,

@@ -134,6 +134,12 @@ def prefill(model, prompt_ids: Sequence[int]) -> DecodeState:
     return DecodeState(cache=cache, logits=logits[0], ids=ids, hidden=hidden[0])
 
 
+def last_hidden(model, state: DecodeState) -> torch.Tensor:
+    """float32 [h]: the last-layer hidden state at ``state``'s last position (kept by
+    ``prefill`` / ``extend``; a state advanced by ``feed`` has none, so its ids run again)."""
+    return state.hidden if state.hidden is not None else prefill(model, state.ids).hidden
+
+
 def feed(model, state: DecodeState, token_id: int) -> DecodeState:
     """Append one token to ``state`` (in place) and return it."""
     logits, state.cache = _forward(model, torch.tensor([[int(token_id)]]), state.cache)
