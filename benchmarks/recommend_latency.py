@@ -236,7 +236,7 @@ def measure_hybrid(base, ds, run: Path, bm25, turns: list,
             "hybrid, every candidate scored" if top is None else f"hybrid, lm_top {top}")
         hybrids.append(HybridRecommender(talkplay_variant(base, "beam", False, 8),
                                          build_retrievers(ds), replace(cfg, lm_top=top),
-                                         name=name, shared=None))
+                                         name=name, shared=None, tracks=ds.tracks))
     for rec in (beam, *hybrids):
         rec.recommend(turns[0].history, k=10)  # warm-up, then cold caches
     beam.clear_cache()

@@ -21,6 +21,7 @@ from talkplay.recommend.engine import (
     prefill,
     sample_music_block,
     score_blocks,
+    score_sequences,
 )
 from talkplay.tokenize.grammar import MISSING
 
@@ -173,6 +174,32 @@ def test_batched_block_scores_equal_brute_force_and_leave_the_state(model, chunk
     for row, s in zip(codes, scores, strict=True):
         assert beams[tuple(int(c) for c in row)] == pytest.approx(s, abs=1e-4)
     assert score_blocks(model, state, np.zeros((0, 5), np.int64), TABLE).shape == (0,)
+
+
+def text_logprob(model, prompt, seq) -> float:
+    ids = prompt + list(seq)
+    logp = torch.log_softmax(full_logits(model, ids).double(), -1)
+    return sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(seq))
+
+
+@pytest.mark.parametrize("max_tokens", [1, 5, 512])
+def test_sequences_of_any_length_score_as_brute_force_and_leave_the_state(model, max_tokens):
+    """Token sequences of different lengths, some sharing prefixes (one a prefix of another),
+    packed into one trie or split across forwards: each score is the exact sum of its tokens'
+    log-probabilities after the prompt, and the prompt's state is left as it was."""
+    seqs = [[5, 6, 7], [5, 6], [5, 6, 8, 9, 10], [11], [12, 13], [5, 6, 7], [40, 41, 42, 43]]
+    prompt = PROMPT[:-1]
+    state = prefill(model, prompt)
+    logits, ids = state.logits.clone(), list(state.ids)
+    got = score_sequences(model, state, seqs, max_tokens=max_tokens)
+    for seq, s in zip(seqs, got, strict=True):
+        assert s == pytest.approx(text_logprob(model, prompt, seq), abs=1e-4)
+    assert got[0] == got[5]
+    assert state.ids == ids and torch.equal(state.logits, logits)
+    assert state.cache.get_seq_length() == len(prompt)
+    assert score_sequences(model, state, []).shape == (0,)
+    with pytest.raises(ValueError, match="empty sequence"):
+        score_sequences(model, state, [[5], []])
 
 
 def test_positions_the_catalog_fixes_are_completed_not_scored(model):

@@ -246,13 +246,14 @@ def test_hybrid_fits_on_valid_saves_its_weights_and_explains_each_track(tiny_run
     assert "fit on the valid split" in res.output
     saved = json.loads((run / "hybrid.json").read_text())
     full, no_lm = saved["talkplay-hybrid"], saved["talkplay-hybrid-no-lm"]
-    assert set(full["weights"]) == {"lm", "bm25", "dense", "cooc", "head", "named"}
+    assert set(full["weights"]) == {"lm", "text", "bm25", "dense", "cooc", "head", "named"}
     assert full["without"] == []
     assert full["weights"]["head"] == 0.0  # this run was trained without a dense head
     assert no_lm["without"] == ["lm"] and full["fitted"]["split"] == "valid"
     no_model = saved["talkplay-hybrid-no-model"]  # the retrieval components alone, fit on valid
-    assert no_model["without"] == ["lm", "head"]
+    assert no_model["without"] == ["lm", "head", "text"]
     assert no_model["weights"]["lm"] == no_model["weights"]["head"] == 0.0
+    assert no_model["weights"]["text"] == 0.0
     assert no_model["lm_top"] is None and no_model["fitted"]["split"] == "valid"
     assert full["fitted"]["mrr_fitted"] >= full["fitted"]["mrr_equal_weights"]
     results = json.loads((tmp_path / "a" / "results.json").read_text())
@@ -304,6 +305,66 @@ def test_hybrid_scores_its_whole_pool_with_the_model_and_says_why(tiny_run):
     assert len(rec.tracks) == 30 and not {t.track_id for t in rec.tracks} & target.exclude
     first = rec.tracks[0]
     assert first.score == pytest.approx(sum(rec.info["why"][first.track_id].values()), abs=1e-3)
+
+
+def test_hybrid_text_score_is_the_models_pmi_of_each_name(tiny_run):
+    """The "text" component: log p(" Title by Artist" | the conversation, as the assistant's
+    first words) minus the same after the null request, from the same model; a track without
+    a title has no name to score and ranks as the pool's lowest text score."""
+    from dataclasses import replace as copy_with
+
+    import torch
+
+    from talkplay.data.dataset import read_dataset
+    from talkplay.evaluate.baselines import SYSTEMS, BaselineOptions
+    from talkplay.evaluate.hybrid import FEATURES, HybridConfig, HybridRecommender
+    from talkplay.evaluate.protocols import build_targets
+    from talkplay.evaluate.text_scores import NULL_REQUEST, track_text
+    from talkplay.lm.render import encode_text
+    from talkplay.recommend.recommender import load_talkplay
+
+    data, run = tiny_run
+    ds = read_dataset(data)
+    tp = load_talkplay(run, mode="beam", with_reply=False)
+    retrievers = {k: SYSTEMS[k](ds, BaselineOptions()) for k in ("bm25", "dense", "cooc")}
+    target = build_targets(ds, "paper", split="valid", limit=1)[-1]
+    plain = HybridRecommender(tp, retrievers, HybridConfig(pool=5))
+    assert "text" not in plain.active  # no tracks given: no names to score
+    rows = plain.pool(target.history, set(target.exclude)).rows
+    untitled = tp.codebook.item_ids[int(rows[0])]
+    tracks = [copy_with(t, title="") if t.id == untitled else t for t in ds.tracks]
+    hybrid = HybridRecommender(tp, retrievers, HybridConfig(pool=5), tracks=tracks)
+    assert "text" in hybrid.active and "text score" in hybrid.description
+    pool = hybrid.pool(target.history, set(target.exclude))
+    text = pool.features[:, FEATURES.index("text")]
+    by_id = {t.id: t for t in tracks}
+
+    def logprob(history, row) -> float:
+        prompt = tp.prompt(history)[0][:-1]
+        name = encode_text(tp.tokenizer, " " + track_text(by_id[tp.codebook.item_ids[row]]))
+        with torch.no_grad():
+            logits = tp.model(input_ids=torch.tensor([prompt + name])).logits[0].double()
+        logp = torch.log_softmax(logits, -1)
+        return sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(name))
+
+    null = [Message("user", NULL_REQUEST)]
+    for r, got in zip(pool.rows.tolist(), text, strict=True):
+        if tp.codebook.item_ids[r] == untitled:
+            assert got == -np.inf
+        else:
+            assert got == pytest.approx(logprob(target.history, r) - logprob(null, r), abs=1e-3)
+    assert len(hybrid.text._prior) == len(pool.rows) - 1  # one prior per named track, kept
+    feats = hybrid.effective(pool)[:, FEATURES.index("text")]
+    named = np.isfinite(text)
+    assert feats.max() == 0.0 and feats[~named] == pytest.approx(feats[named].min())
+    rec = hybrid.recommend(target.history, k=5, exclude=set(target.exclude))
+    assert all("text" in why for why in rec.info["why"].values())
+    # The ablation keeps the column out of every score.
+    no_text = HybridRecommender(tp, retrievers, HybridConfig(pool=5, without=["text"]),
+                                tracks=tracks)
+    assert "text" not in no_text.active
+    assert (no_text.effective(pool)[:, FEATURES.index("text")] == 0).all()
+    assert np.isfinite(no_text.rank(pool)).all()
 
 
 def test_a_catalog_without_the_last_modalities_is_ranked_on_the_positions_that_vary(tiny_run):

@@ -52,11 +52,12 @@ def build_talkplay(run: Path | None, name: str, keep_history: bool = False,
 HYBRIDS = {"talkplay-hybrid": [], "talkplay-hybrid-no-lm": ["lm"],
            "talkplay-hybrid-no-bm25": ["bm25"], "talkplay-hybrid-no-dense": ["dense"],
            "talkplay-hybrid-no-cooc": ["cooc"], "talkplay-hybrid-no-head": ["head"],
-           "talkplay-hybrid-no-named": ["named"], "talkplay-hybrid-no-model": ["lm", "head"]}
+           "talkplay-hybrid-no-named": ["named"], "talkplay-hybrid-no-text": ["text"],
+           "talkplay-hybrid-no-model": ["lm", "head", "text"]}
 """The hybrid and its ablations (components left out; weights refit without them).
 ``no-model`` leaves out everything the TalkPlay model gives (its block scores, its beam's
-proposals and the dense head): the retrieval components fused with weights fit on valid, the
-best fusion without the model."""
+proposals, the dense head and its text score of names): the retrieval components fused with
+weights fit on valid, the best fusion without the model."""
 FUSIONS = {"rrf": ["bm25", "dense", "cooc", "talkplay-beam"], "rrf-text": ["bm25", "dense", "cooc"]}
 """Untuned reciprocal-rank fusions, the baselines of the hybrid."""
 COMPOSITES = [*HYBRIDS, *FUSIONS]
@@ -92,7 +93,7 @@ def build_hybrid(ds: Dataset, name: str, part, run: Path | None, *, protocol: st
     cfg = cfg or HybridConfig(without=list(HYBRIDS[name]))
     beam = part("talkplay-beam")
     hybrid = HybridRecommender(beam.system, {k: part(k) for k in HYBRID_RETRIEVERS},
-                               cfg, name=name, beam=beam, shared=part("pools"))
+                               cfg, name=name, beam=beam, shared=part("pools"), tracks=ds.tracks)
     if fresh:
         resolved = resolve_protocol(ds, protocol)
         targets = build_targets(ds, resolved, split="valid", limit=fit_limit)
@@ -249,7 +250,7 @@ def evaluate(
     systems: Annotated[str, typer.Option(
         help="Comma-separated: bm25, dense, cooc, clap, popularity, talkplay, talkplay-paper, "
              "talkplay-beam, talkplay-hybrid (and its ablations talkplay-hybrid-no-lm|bm25|dense|"
-             "cooc|head|named|model; no-model: the retrieval components fused with weights fit on valid), "
+             "cooc|head|named|text|model; no-model: the retrieval components fused with weights fit on valid), "
              "rrf (untuned fusion of bm25, dense, cooc, talkplay-beam), rrf-text.")
     ] = "bm25,dense,cooc,clap,popularity",
     run: Annotated[Path | None, typer.Option(

@@ -18,22 +18,26 @@ model as the judge and widens what it judges:
    by the catalog and not scored. The dense head (``lm.dense_head``, trained with ``talkplay
    train --dense-head W``) scores every catalog track, cold ones included: the cosine between
    the projected hidden state at ``<start_of_music>`` and the track's content embedding.
-   ``named`` (``evaluate.named``) marks the tracks whose artist the conversation names, by how
-   recently; its tracks also join the pool.
+   The model also scores each candidate's **name** in text (``evaluate.text_scores``): the
+   log-probability of "Title by Artist" as the assistant's first words given the conversation,
+   minus the same after a null request (its prior); tracks that share music codes (new ones
+   do) differ by name, and what the model knows of songs and artists from pretraining lives in
+   text. ``named`` (``evaluate.named``) marks the tracks whose artist the conversation names,
+   by how recently; its tracks also join the pool.
 3. **Combination.** ``score = sum_c w_c * f_c`` over the components' per-query normalised
-   scores (``FEATURES``): the model's log-probability relative to the pool's best, BM25 and
-   cooc divided by their best score over the whole catalog, the dense retriever's and the
-   dense head's cosines, and ``named``'s recency weight (1 when the latest request names the
-   artist). The weights are fit on the
-   **validation** split (coordinate ascent on MRR, ``fit_weights``), never on test, and saved
-   in the run (``RUN/hybrid.json``). Each returned track carries its per-component
-   contributions in ``Recommendation.info["why"]``.
-4. **What the model scores** (``lm_top``, also chosen on validation): the model's score is
-   used for the beam's own candidates (free: the search scored them) and for the ``lm_top``
-   best of the rest by the other components; every other candidate gets the lowest model
-   score among those. The model then runs only on the prefixes of a few blocks the search did
-   not hold (its cost beside beam mode), and the rule is applied when ranking, so a pool
-   scored in full ranks the same way.
+   scores (``FEATURES``): the model's log-probabilities (block and name) relative to the
+   pool's best, BM25 and cooc divided by their best score over the whole catalog, the dense
+   retriever's and the dense head's cosines, and ``named``'s recency weight (1 when the latest
+   request names the artist). The weights are fit on the **validation** split (coordinate
+   ascent on MRR, ``fit_weights``), never on test, and saved in the run (``RUN/hybrid.json``).
+   Each returned track carries its per-component contributions in
+   ``Recommendation.info["why"]``.
+4. **What the model scores** (``lm_top``, also chosen on validation): the model's scores
+   (block and name) are used for the beam's own candidates (the block free: the search scored
+   it) and for the ``lm_top`` best of the rest by the other components; every other candidate
+   gets the lowest model score among those. The model then runs only on the prefixes of a
+   few blocks the search did not hold and on those candidates' names (its cost beside beam
+   mode), and the rule is applied when ranking, so a pool scored in full ranks the same way.
 
 Ablations drop components (``without``): the pool then lacks that source and the weights are
 refit without it. Hybrids evaluated together share each query's full pool (``shared``), so the
@@ -55,14 +59,19 @@ from talkplay.data.errors import DataError
 from talkplay.data.schema import Message
 from talkplay.evaluate.fusion import history_key
 from talkplay.evaluate.metrics import target_metrics
+from talkplay.evaluate.text_scores import TextScorer
 from talkplay.io import write_json
 from talkplay.lm.dense_head import head_checksum, load_dense_head
 from talkplay.recommend.engine import last_hidden, score_blocks
 from talkplay.recommend.protocol import Recommendation, ScoredTrack
 
 log = logging.getLogger(__name__)
-FEATURES: tuple[str, ...] = ("lm", "bm25", "dense", "cooc", "head", "named")
+FEATURES: tuple[str, ...] = ("lm", "text", "bm25", "dense", "cooc", "head", "named")
 """Score components, in the order of a feature row."""
+MODEL_FEATURES: tuple[str, ...] = ("lm", "text")
+"""The components the model computes per candidate (the first columns of a feature row), only
+for the candidates ``lm_mask`` picks."""
+_M = len(MODEL_FEATURES)
 SOURCES: tuple[str, ...] = ("beam", "bm25", "dense", "cooc", "head", "named")
 """Where pool candidates come from."""
 HYBRID_RETRIEVERS: tuple[str, ...] = ("bm25", "dense", "cooc", "named")
@@ -152,12 +161,13 @@ def _weight_vector(weights: dict[str, float], active: list[str]) -> np.ndarray:
 
 def lm_mask(rows: np.ndarray, features: np.ndarray, from_beam: np.ndarray, weights: np.ndarray,
             lm_top: int | None) -> np.ndarray:
-    """bool [n]: the candidates whose model score a hybrid uses: all when ``lm_top`` is None,
-    else the beam's own (``from_beam``) and the ``lm_top`` best by the other components'
-    weighted sum (``weights``: float [len(FEATURES)]; ties by catalog row)."""
+    """bool [n]: the candidates whose model scores (``MODEL_FEATURES``) a hybrid uses: all
+    when ``lm_top`` is None, else the beam's own (``from_beam``) and the ``lm_top`` best by
+    the retrieval components' weighted sum (``weights``: float [len(FEATURES)]; ties by
+    catalog row)."""
     if lm_top is None:
         return np.ones(len(rows), dtype=bool)
-    rest = features[:, 1:] @ weights[1:]
+    rest = features[:, _M:] @ weights[_M:]
     mask = from_beam.copy()
     mask[np.lexsort((rows, -rest))[:lm_top]] = True
     return mask
@@ -167,7 +177,7 @@ class HybridRecommender:
     """TalkPlay's model scores a pool drawn from its beam and the retrieval baselines."""
 
     def __init__(self, talkplay, retrievers: dict, cfg: HybridConfig, name: str = "talkplay-hybrid",
-                 beam=None, shared: dict | None = None, head=None):
+                 beam=None, shared: dict | None = None, head=None, tracks: list | None = None):
         """Args:
             talkplay: a ``TalkPlayRecommender`` (beam mode; ranking only is fine).
             retrievers: "bm25" / "dense" / "cooc" / "named" -> objects with
@@ -181,6 +191,8 @@ class HybridRecommender:
                 computed once and every ablation filters it (``Pool.without``).
             head: ``(DenseHead, content matrix [n_items, d] in codebook order)``; default: the
                 run's own (``load_dense_head``), None when the run was trained without one.
+            tracks: the catalog's ``Track`` list: the model's text score of each candidate's
+                name (``evaluate.text_scores``); None: no "text" component.
         """
         self.tp = talkplay
         self.beam = beam or talkplay
@@ -192,10 +204,12 @@ class HybridRecommender:
         if head is None and getattr(talkplay, "run", None):
             head = load_dense_head(talkplay.run, self.ids)
         self.head = head
+        self.text = TextScorer(talkplay, tracks) if tracks is not None else None
         self.active = [f for f in FEATURES if f not in cfg.without
-                       and (f == "lm" or f in retrievers or (f == "head" and head is not None))]
+                       and (f == "lm" or f in retrievers or (f == "head" and head is not None)
+                            or (f == "text" and self.text is not None))]
         """The components this hybrid combines (a run without a dense head has no "head", a
-        hybrid given no ``named`` retriever no "named")."""
+        hybrid given no ``named`` retriever no "named", one given no tracks no "text")."""
         self.retrievers = {}
         for key, r in retrievers.items():
             # Retriever order -> codebook order (the same dataset; usually the identity).
@@ -214,6 +228,7 @@ class HybridRecommender:
                   "model log-prob of every candidate" if top is None else
                   f"model log-prob of the beam's and the {top} best of the rest")
         head = "; dense head" if "head" in self.active else ""
+        head += "; the model's text score of names" if "text" in self.active else ""
         weights = ", ".join(f"{k} {self.cfg.weights.get(k, 0.0):g}" for k in self.active)
         return (f"TalkPlay hybrid: pool of {self.cfg.pool} per source from "
                 f"{', '.join(self.used)}; {scored}{head}; weights {weights} "
@@ -290,19 +305,23 @@ class HybridRecommender:
                            dtype=bool).reshape(len(rows), len(SOURCES))
         feats = self._retrieval_features(full, rows)
         fill = np.argsort(-full["bm25"], kind="stable") if "bm25" in full else None
+        need = (None if wanted is None
+                else np.isin(rows, wanted) | sources[:, SOURCES.index("beam")])
         if len(rows) and use_lm:
-            need = (None if wanted is None
-                    else np.isin(rows, wanted) | sources[:, SOURCES.index("beam")])
             feats[:, 0] = self._lm_scores(state or self._state(history), rows, known, need)
+        if len(rows) and self.text is not None and "text" not in skip:
+            feats[:, 1] = np.nan  # rows the model does not score (outside ``need``)
+            scored = np.ones(len(rows), dtype=bool) if need is None else need
+            feats[scored, 1] = self.text.scores(history, rows[scored])
         return Pool(rows, feats, sources, fill)
 
     @staticmethod
     def _retrieval_features(full: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
         """float [n, len(FEATURES)]: the retrieval components' features of ``rows`` (the
-        model's column left 0): dense / head the cosine itself, named its recency weight, bm25
+        model's columns left 0): dense / head the cosine itself, named its recency weight, bm25
         / cooc relative to the catalog's best."""
         feats = np.zeros((len(rows), len(FEATURES)))
-        for j, key in enumerate(FEATURES[1:], start=1):
+        for j, key in enumerate(FEATURES[_M:], start=_M):
             if key in full and len(rows):
                 vals = full[key][rows]
                 feats[:, j] = (vals if key in ("dense", "head", "named")
@@ -349,22 +368,32 @@ class HybridRecommender:
 
     def effective(self, pool: Pool, weights: dict[str, float] | None = None,
                   lm_top: int | None | str = "cfg") -> np.ndarray:
-        """The features a ranking combines, float [n, len(FEATURES)]: the pool's, with the
-        model's score relative to the best used one, and the lowest used one for candidates
-        outside ``lm_mask`` (``lm_top``: default ``cfg.lm_top``)."""
-        feats = pool.features
-        if "lm" not in self.active or not len(pool.rows):
+        """The features a ranking combines, float [n, len(FEATURES)]: the pool's, with each
+        model score (``MODEL_FEATURES``) relative to the best used one, and the lowest used one
+        for candidates outside ``lm_mask`` (``lm_top``: default ``cfg.lm_top``) and for tracks
+        without a name to score (``text_scores.NO_TEXT``); a model column this hybrid does not
+        combine is 0."""
+        feats = pool.features.copy()
+        model = [j for j, f in enumerate(MODEL_FEATURES) if f in self.active]
+        feats[:, [j for j in range(_M) if j not in model]] = 0.0
+        if not model or not len(pool.rows):
             return feats
         top = self.cfg.lm_top if lm_top == "cfg" else lm_top
         vec = _weight_vector(weights or self.cfg.weights, self.active)
-        mask = lm_mask(pool.rows, feats, pool.sources[:, SOURCES.index("beam")], vec, top)
-        lm = feats[mask, 0]
-        if np.isnan(lm).any():
-            raise ValueError("this pool was scored for the hybrid's own weights and lm_top "
-                             f"({self.cfg.lm_top}); other weights or a larger lm_top need a pool "
-                             "scored in full (a hybrid with shared=... or lm_top None)")
-        feats = feats.copy()
-        feats[:, 0] = np.where(mask, feats[:, 0], lm.min()) - lm.max()
+        from_beam = pool.sources[:, SOURCES.index("beam")] & ("lm" in self.active)
+        mask = lm_mask(pool.rows, feats, from_beam, vec, top)
+        for j in model:
+            used = feats[mask, j]
+            if np.isnan(used).any():
+                raise ValueError("this pool was scored for the hybrid's own weights and lm_top "
+                                 f"({self.cfg.lm_top}); other weights or a larger lm_top need a "
+                                 "pool scored in full (a hybrid with shared=... or lm_top None)")
+            finite = used[np.isfinite(used)]
+            if not len(finite):
+                feats[:, j] = 0.0
+                continue
+            keep = mask & np.isfinite(feats[:, j])
+            feats[:, j] = np.where(keep, feats[:, j], finite.min()) - finite.max()
         return feats
 
     def rank(self, pool: Pool, weights: dict[str, float] | None = None,
@@ -489,7 +518,8 @@ def fit_weights(hybrid: HybridRecommender, targets, cluster_of: dict[str, str],
         if m > best + 1e-9:
             w, best = cand, m
     hybrid.cfg.weights = w
-    tried = {m: metrics(w, m) for m in sorted(lm_tops)} if "lm" in active else {}
+    tried = ({m: metrics(w, m) for m in sorted(lm_tops)}
+             if any(f in active for f in MODEL_FEATURES) else {})
     full = metrics(w)
     hybrid.cfg.lm_top = choose_lm_top(tried, full)
     hybrid.cfg.fitted = {"split": "valid", "targets": len(targets), "mrr_equal_weights": round(start, 4),

@@ -644,22 +644,28 @@ def score_blocks(model, state: DecodeState, codes: np.ndarray, music_ids: np.nda
     return out
 
 
-def _trie_scores(model, state: DecodeState, tokens: np.ndarray) -> np.ndarray:
-    """log p(tokens[:, 1:] | state, tokens[:, :1]) per row: one forward over the prefix trie."""
-    width = tokens.shape[1]
-    nodes: dict[tuple[int, ...], int] = {}  # prefix (1..width - 1 tokens) -> packed index
+def _trie_scores(model, state: DecodeState, tokens) -> np.ndarray:
+    """log p(row[1:] | state, row[0]) for each row of ``tokens`` (int [n, w], or a list of
+    token sequences of any lengths >= 1): one forward over their prefix trie."""
+    nodes: dict[tuple[int, ...], int] = {}  # prefix (1.. tokens) -> packed index
     parent, depth, last = [], [], []
-    at = np.zeros((len(tokens), width - 1), dtype=np.int64)  # node whose logits predict token d
+    seq_of, node_at, token = [], [], []  # one entry per scored token: its row, node, id
     for i, row in enumerate(tokens):
-        for d in range(1, width):
-            key = tuple(int(x) for x in row[:d])
+        row = [int(x) for x in row]
+        for d in range(1, len(row)):
+            key = tuple(row[:d])
             if key not in nodes:
                 nodes[key] = len(parent)
                 parent.append(nodes[key[:-1]] if d > 1 else -1)
                 depth.append(d - 1)
                 last.append(key[-1])
-            at[i, d - 1] = nodes[key]
+            seq_of.append(i)
+            node_at.append(nodes[key])
+            token.append(row[d])
+    out = np.zeros(len(tokens))
     q = len(parent)
+    if q == 0:
+        return out
     allowed = torch.eye(q, dtype=torch.bool)  # node i sees node j: j is i or an ancestor of i
     for i in range(q):
         if parent[i] >= 0:
@@ -678,7 +684,54 @@ def _trie_scores(model, state: DecodeState, tokens: np.ndarray) -> np.ndarray:
     finally:
         _crop(state.cache, past)
     logp = torch.log_softmax(res.logits[0].double().cpu(), -1)  # [q, V]
-    return logp[torch.from_numpy(at), torch.from_numpy(tokens[:, 1:])].sum(1).numpy()
+    got = logp[torch.tensor(node_at), torch.tensor(token)].numpy()
+    np.add.at(out, np.array(seq_of), got)
+    return out
+
+
+@torch.inference_mode()
+def score_sequences(model, state: DecodeState, seqs: Sequence[Sequence[int]],
+                    max_tokens: int = 512) -> np.ndarray:
+    """Exact log-probability of each token sequence after ``state`` (the sum over its tokens),
+    in batched forwards: ``score_blocks``'s packed prefix trie for sequences of any lengths
+    (text, such as a track's name). The cache is cut back to the prompt afterwards, so
+    ``state`` is unchanged.
+
+    Args:
+        model: a Hugging Face causal LM that accepts a 4-D attention mask.
+        state: the state after the prompt.
+        seqs: token-id sequences (each at least one token).
+        max_tokens: packed positions per forward, at most (a longer sequence gets its own).
+    Returns:
+        float64 [len(seqs)] log-probabilities.
+    """
+    if any(len(s) == 0 for s in seqs):
+        raise ValueError("score_sequences: an empty sequence has no probability to score")
+    first = torch.log_softmax(state.logits.double(), -1)
+    out = np.array([float(first[int(s[0])]) for s in seqs])
+    if not hasattr(state.cache, "crop"):  # legacy caches cannot be cut back: whole sequences
+        for i, s in enumerate(seqs):
+            if len(s) > 1:
+                ids = torch.tensor([[*state.ids, *(int(x) for x in s[:-1])]], device=_device(model))
+                logp = torch.log_softmax(model(input_ids=ids).logits[0, len(state.ids):].double().cpu(), -1)
+                out[i] += float(logp[torch.arange(len(s) - 1), torch.tensor(list(s[1:]))].sum())
+        return out
+    order = sorted(range(len(seqs)), key=lambda i: tuple(seqs[i]))  # neighbours share prefixes
+    chunk: list[int] = []
+    size = 0
+
+    def flush() -> None:
+        if chunk:
+            out[chunk] += _trie_scores(model, state, [seqs[i] for i in chunk])
+
+    for i in order:
+        if chunk and size + len(seqs[i]) - 1 > max_tokens:
+            flush()
+            chunk, size = [], 0
+        chunk.append(i)
+        size += len(seqs[i]) - 1
+    flush()
+    return out
 
 
 def generate_text(model, prompt: Sequence[int] | DecodeState, cfg: Sampling,

@@ -89,4 +89,4 @@ def _load_hybrid(run: Path | None, system: str, data: Path | None,
                         file=str(Path(run) / HYBRID_FILE))
     ds = read_dataset(data if data is not None else run_data_dir(run))
     return HybridRecommender(load_talkplay(run, quantize=quantize), build_retrievers(ds), cfg,
-                             name=system), ds
+                             name=system, tracks=ds.tracks), ds
