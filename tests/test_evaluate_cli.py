@@ -238,8 +238,8 @@ def test_evaluate_talkplay_clear_errors(tiny_run, tmp_path):
 def test_hybrid_fits_on_valid_saves_its_weights_and_explains_each_track(tiny_run, tmp_path):
     data, run = tiny_run
     args = ["evaluate", "--data", str(data), "--run", str(run), "--systems",
-            "talkplay-hybrid,talkplay-hybrid-no-lm,talkplay-hybrid-no-model,rrf,rrf-text,bm25",
-            "--split", "valid",
+            "talkplay-hybrid,talkplay-hybrid-no-lm,talkplay-hybrid-no-model,talkplay-hybrid-text,"
+            "rrf,rrf-text,bm25", "--split", "valid",
             "--limit", "2", "--fit-limit", "2", "--ks", "1,100"]
     res = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
     assert res.exit_code == 0, res.output
@@ -247,18 +247,22 @@ def test_hybrid_fits_on_valid_saves_its_weights_and_explains_each_track(tiny_run
     saved = json.loads((run / "hybrid.json").read_text())
     full, no_lm = saved["talkplay-hybrid"], saved["talkplay-hybrid-no-lm"]
     assert set(full["weights"]) == {"lm", "text", "bm25", "dense", "cooc", "head", "named"}
-    assert full["without"] == []
+    assert full["without"] == ["text"]  # opt-in: talkplay-hybrid-text
     assert full["weights"]["head"] == 0.0  # this run was trained without a dense head
-    assert no_lm["without"] == ["lm"] and full["fitted"]["split"] == "valid"
+    assert no_lm["without"] == ["text", "lm"] and full["fitted"]["split"] == "valid"
     no_model = saved["talkplay-hybrid-no-model"]  # the retrieval components alone, fit on valid
-    assert no_model["without"] == ["lm", "head", "text"]
+    assert no_model["without"] == ["text", "lm", "head"]
     assert no_model["weights"]["lm"] == no_model["weights"]["head"] == 0.0
     assert no_model["weights"]["text"] == 0.0
     assert no_model["lm_top"] is None and no_model["fitted"]["split"] == "valid"
     assert full["fitted"]["mrr_fitted"] >= full["fitted"]["mrr_equal_weights"]
     results = json.loads((tmp_path / "a" / "results.json").read_text())
     assert list(results["systems"]) == ["talkplay-hybrid", "talkplay-hybrid-no-lm",
-                                        "talkplay-hybrid-no-model", "rrf", "rrf-text", "bm25"]
+                                        "talkplay-hybrid-no-model", "talkplay-hybrid-text", "rrf",
+                                        "rrf-text", "bm25"]
+    text = saved["talkplay-hybrid-text"]  # the opt-in component: fit with the others
+    assert text["without"] == [] and "text" in text["weights"]
+    assert "text score" in results["systems"]["talkplay-hybrid-text"]["description"]
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["hybrids"]["talkplay-hybrid"]["weights"] == full["weights"]
     # A second evaluation reuses the saved weights instead of fitting again.
