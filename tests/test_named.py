@@ -75,7 +75,8 @@ def test_a_hybrid_fit_before_named_existed_loads_without_it(tmp_path):
            "pool": 20, "without": [], "fitted": {"split": "valid"}}
     (tmp_path / HYBRID_FILE).write_text(json.dumps({"talkplay-hybrid": old}))
     cfg = load_config(tmp_path, "talkplay-hybrid")
-    assert cfg.without == ["named"] and cfg.weights == old["weights"]
+    # Components newer than the fit (no weight saved) stay out: named and the text score.
+    assert cfg.without == ["text", "named"] and cfg.weights == old["weights"]
     cfg.weights["named"], cfg.without = 5.0, []
     save_config(tmp_path, "talkplay-hybrid", cfg)
-    assert load_config(tmp_path, "talkplay-hybrid").without == []
+    assert load_config(tmp_path, "talkplay-hybrid").without == ["text"]
