@@ -369,6 +369,19 @@ def test_hybrid_text_score_is_the_models_pmi_of_each_name(tiny_run):
     assert "text" not in no_text.active
     assert (no_text.effective(pool)[:, FEATURES.index("text")] == 0).all()
     assert np.isfinite(no_text.rank(pool)).all()
+    # A hybrid that does not combine the text score never pays for it; a shared pool gets it
+    # when the first hybrid that combines it asks.
+    shared: dict = {}
+    first = HybridRecommender(tp, retrievers, HybridConfig(pool=5, without=["text"]),
+                              shared=shared, tracks=tracks)
+    assert not first.pool(target.history, set(target.exclude)).text_scored
+    assert not first.text._prior
+    later = HybridRecommender(tp, retrievers, HybridConfig(pool=5), shared=shared, tracks=tracks)
+    again = later.pool(target.history, set(target.exclude))
+    assert again.text_scored
+    a, b = np.argsort(pool.rows), np.argsort(again.rows)
+    assert again.features[b, FEATURES.index("text")] == pytest.approx(
+        pool.features[a, FEATURES.index("text")], abs=1e-5)
 
 
 def test_a_catalog_without_the_last_modalities_is_ranked_on_the_positions_that_vary(tiny_run):

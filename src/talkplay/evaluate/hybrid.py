@@ -140,6 +140,9 @@ class Pool:
     """bool [n, len(SOURCES)]: which sources proposed each candidate."""
     fill: np.ndarray | None = None
     """int64 catalog rows by BM25 score, to continue a ranking past the pool."""
+    text_scored: bool = False
+    """Whether the "text" column holds the model's name scores (computed only for a hybrid
+    that combines them; a shared pool gets them when the first such hybrid asks)."""
 
     def without(self, left_out: list[str]) -> Pool:
         """The pool an ablation sees: candidates only the left-out sources proposed are gone
@@ -148,7 +151,7 @@ class Pool:
         keep_cols = [j for j, src in enumerate(SOURCES) if src not in drop]
         keep = self.sources[:, keep_cols].any(axis=1) if keep_cols else np.zeros(len(self.rows), bool)
         fill = None if "bm25" in drop else self.fill  # the tail past the pool is BM25's order
-        return Pool(self.rows[keep], self.features[keep], self.sources[keep], fill)
+        return Pool(self.rows[keep], self.features[keep], self.sources[keep], fill, self.text_scored)
 
 
 def _scale_max(x: np.ndarray, top: float) -> np.ndarray:
@@ -241,7 +244,10 @@ class HybridRecommender:
         key = history_key(history, exclude)
         if key not in self.shared:
             self.shared[key] = self._full_pool(history, exclude, [])
-        return self.shared[key].without(self.cfg.without)
+        full = self.shared[key]
+        if "text" in self.active and not full.text_scored:  # first hybrid that combines it
+            self._score_text(history, full, None)
+        return full.without(self.cfg.without)
 
     def _full_pool(self, history: list[Message], exclude: set[str] | None,
                    skip: list[str]) -> Pool:
@@ -309,11 +315,20 @@ class HybridRecommender:
                 else np.isin(rows, wanted) | sources[:, SOURCES.index("beam")])
         if len(rows) and use_lm:
             feats[:, 0] = self._lm_scores(state or self._state(history), rows, known, need)
-        if len(rows) and self.text is not None and "text" not in skip:
-            feats[:, 1] = np.nan  # rows the model does not score (outside ``need``)
-            scored = np.ones(len(rows), dtype=bool) if need is None else need
-            feats[scored, 1] = self.text.scores(history, rows[scored])
-        return Pool(rows, feats, sources, fill)
+        pool = Pool(rows, feats, sources, fill)
+        if "text" in self.active and "text" not in skip:
+            self._score_text(history, pool, need)
+        return pool
+
+    def _score_text(self, history: list[Message], pool: Pool, need: np.ndarray | None) -> None:
+        """Fill ``pool``'s "text" column (in place) with the model's name scores of the rows in
+        ``need`` (bool [n]; None: every row); the others are NaN (a ranking does not use them:
+        ``lm_mask``)."""
+        pool.features[:, 1] = np.nan
+        scored = np.ones(len(pool.rows), dtype=bool) if need is None else need
+        if scored.any():
+            pool.features[scored, 1] = self.text.scores(history, pool.rows[scored])
+        pool.text_scored = True
 
     @staticmethod
     def _retrieval_features(full: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
