@@ -52,12 +52,12 @@ def build_talkplay(run: Path | None, name: str, keep_history: bool = False,
 OPT_IN = ["text"]
 """Components the default hybrid and its ablations leave out: the model's text score of names
 (``evaluate.text_scores``) raised valid MRR on CPCD (0.476 to 0.502) but not test (README)."""
-HYBRIDS = {"talkplay-hybrid": [], "talkplay-hybrid-no-lm": ["lm"],
-           "talkplay-hybrid-no-bm25": ["bm25"], "talkplay-hybrid-no-dense": ["dense"],
-           "talkplay-hybrid-no-cooc": ["cooc"], "talkplay-hybrid-no-head": ["head"],
-           "talkplay-hybrid-no-named": ["named"], "talkplay-hybrid-no-model": ["lm", "head"]}
-HYBRIDS = {name: [*OPT_IN, *left] for name, left in HYBRIDS.items()}
-HYBRIDS["talkplay-hybrid-text"] = []
+_ABLATIONS = {"talkplay-hybrid": [], "talkplay-hybrid-no-lm": ["lm"],
+              "talkplay-hybrid-no-bm25": ["bm25"], "talkplay-hybrid-no-dense": ["dense"],
+              "talkplay-hybrid-no-cooc": ["cooc"], "talkplay-hybrid-no-head": ["head"],
+              "talkplay-hybrid-no-named": ["named"], "talkplay-hybrid-no-model": ["lm", "head"]}
+HYBRIDS = {**{name: [*OPT_IN, *left] for name, left in _ABLATIONS.items()},
+           "talkplay-hybrid-text": []}
 """The hybrid and its ablations (components left out; weights refit without them).
 ``no-model`` leaves out everything the TalkPlay model gives (its block scores, its beam's
 proposals, the dense head and the text score): the retrieval components fused with weights
