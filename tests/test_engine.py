@@ -200,6 +200,10 @@ def test_sequences_of_any_length_score_as_brute_force_and_leave_the_state(model,
     assert score_sequences(model, state, []).shape == (0,)
     with pytest.raises(ValueError, match="empty sequence"):
         score_sequences(model, state, [[5], []])
+    # A cache that cannot be cut back (legacy tuples): each sequence runs whole, same scores.
+    legacy = replace(state, cache=tuple())
+    assert score_sequences(model, legacy, seqs, max_tokens=max_tokens) == pytest.approx(
+        got.tolist(), abs=1e-4)
 
 
 def test_positions_the_catalog_fixes_are_completed_not_scored(model):
