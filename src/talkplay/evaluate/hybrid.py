@@ -195,7 +195,8 @@ class HybridRecommender:
             head: ``(DenseHead, content matrix [n_items, d] in codebook order)``; default: the
                 run's own (``load_dense_head``), None when the run was trained without one.
             tracks: the catalog's ``Track`` list: the model's text score of each candidate's
-                name (``evaluate.text_scores``); None: no "text" component.
+                name (``evaluate.text_scores``); None: no "text" component (nor when ``cfg``
+                leaves it out, so a hybrid without it builds nothing for it).
         """
         self.tp = talkplay
         self.beam = beam or talkplay
@@ -207,7 +208,8 @@ class HybridRecommender:
         if head is None and getattr(talkplay, "run", None):
             head = load_dense_head(talkplay.run, self.ids)
         self.head = head
-        self.text = TextScorer(talkplay, tracks) if tracks is not None else None
+        self.text = (TextScorer(talkplay, tracks) if tracks is not None
+                     and "text" not in cfg.without else None)
         self.active = [f for f in FEATURES if f not in cfg.without
                        and (f == "lm" or f in retrievers or (f == "head" and head is not None)
                             or (f == "text" and self.text is not None))]
