@@ -250,6 +250,7 @@ def test_hybrid_fits_on_valid_saves_its_weights_and_explains_each_track(tiny_run
     assert full["without"] == ["text"]  # opt-in: talkplay-hybrid-text
     assert full["weights"]["head"] == 0.0  # this run was trained without a dense head
     assert no_lm["without"] == ["text", "lm"] and full["fitted"]["split"] == "valid"
+    assert full["fitted"]["method"] == "softmax"  # the default fit (evaluate.listwise)
     no_model = saved["talkplay-hybrid-no-model"]  # the retrieval components alone, fit on valid
     assert no_model["without"] == ["text", "lm", "head"]
     assert no_model["weights"]["lm"] == no_model["weights"]["head"] == 0.0
@@ -268,6 +269,9 @@ def test_hybrid_fits_on_valid_saves_its_weights_and_explains_each_track(tiny_run
     # A second evaluation reuses the saved weights instead of fitting again.
     res = runner.invoke(app, [*args, "--out", str(tmp_path / "b")])
     assert res.exit_code == 0 and "fit on the valid split" not in res.output
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "c"), "--fit-method", "grid"])
+    assert res.exit_code == 2 and "--fit-method must be one of softmax, ascent, got 'grid'" in " ".join(
+        res.output.split())
 
 
 def test_hybrid_scores_its_whole_pool_with_the_model_and_says_why(tiny_run):
@@ -551,7 +555,7 @@ def _bind(fake) -> None:
 
 
 def test_weight_fit_is_at_least_as_good_as_every_start_it_tries():
-    """Coordinate ascent from several starts: the fit beats equal weights, each component
+    """(method="ascent") Coordinate ascent from several starts: the fit beats equal weights, each component
     alone and each leave-one-out setting on the data it is fit on."""
     from types import SimpleNamespace
 
@@ -575,7 +579,7 @@ def test_weight_fit_is_at_least_as_good_as_every_start_it_tries():
     fake = SimpleNamespace(ids=ids, active=list(FEATURES), cfg=HybridConfig(),
                            pool=lambda history, exclude: pools[history])
     _bind(fake)
-    fitted = fit_weights(fake, targets, {})
+    fitted = fit_weights(fake, targets, {}, method="ascent")
 
     def mrr(w):
         total = 0.0
@@ -620,7 +624,7 @@ def test_the_model_scores_the_fewest_candidates_that_keep_the_valid_mrr():
     fake = SimpleNamespace(ids=ids, active=["lm", "bm25"], cfg=HybridConfig(),
                            pool=lambda history, exclude: pools[history])
     _bind(fake)
-    fitted = fit_weights(fake, targets, {}, lm_tops=(2, 5, 8, 10))
+    fitted = fit_weights(fake, targets, {}, lm_tops=(2, 5, 8, 10), method="ascent")
     assert fitted["mrr_fitted"] == pytest.approx(1.0)
     by_top = {m: got["mrr"] for m, got in fitted["by_lm_top"].items()}
     assert by_top["2"] < by_top["5"] < by_top["8"] == by_top["10"] == by_top["all"] == 1.0
@@ -628,7 +632,7 @@ def test_the_model_scores_the_fewest_candidates_that_keep_the_valid_mrr():
     # a candidate the model did not score ranks with the lowest score the model gave
     assert fake.effective(pools[1], lm_top=2)[:, 0].tolist() == [-5.0, 0.0] + [-5.0] * 10
     assert fake.effective(pools[7], lm_top=2)[:, 0].tolist() == [0.0] * 12  # 7th: unscored
-    assert list(fit_weights(fake, targets, {}, lm_tops=())["by_lm_top"]) == ["all"]
+    assert list(fit_weights(fake, targets, {}, lm_tops=(), method="ascent")["by_lm_top"]) == ["all"]
     assert fake.cfg.lm_top is None
     with pytest.raises(ValueError, match="lm_top"):
         HybridConfig(lm_top=0)

@@ -73,7 +73,7 @@ _COLD_GAP_SHOWN: set[str] = set()
 
 
 def build_hybrid(ds: Dataset, name: str, part, run: Path | None, *, protocol: str,
-                 fit_limit: int | None, refit: bool):
+                 fit_limit: int | None, refit: bool, fit_method: str = "softmax"):
     """A hybrid system with weights from RUN/hybrid.json, or fit now on the valid split."""
     from talkplay.evaluate.hybrid import (
         HYBRID_RETRIEVERS,
@@ -112,13 +112,14 @@ def build_hybrid(ds: Dataset, name: str, part, run: Path | None, *, protocol: st
         with progress_bar() as bar:
             task = bar.add_task(f"{name}: fitting weights on {len(targets)} valid targets",
                                 total=len(targets))
-            fit_weights(hybrid, targets, cluster_map(ds),
+            fit_weights(hybrid, targets, cluster_map(ds), method=fit_method,
                         progress=lambda done, total: bar.update(task, completed=done))
         save_config(run, name, hybrid.cfg)
         fitted, top = hybrid.cfg.fitted, hybrid.cfg.lm_top
         scores = "every candidate" if top is None else f"the beam's and the {top} best others"
         console.print(f"{name}: weights {hybrid.cfg.weights} fit on the valid split "
-                      f"(MRR {fitted['mrr_fitted']:.4f}, equal weights "
+                      f"({fitted['method']}; "
+                      f"MRR {fitted['mrr_fitted']:.4f}, equal weights "
                       f"{fitted['mrr_equal_weights']:.4f}); the model scores {scores} (valid "
                       f"MRR / Hit@1 / Hit@10 by lm_top: {fitted['by_lm_top']}); saved in "
                       f"{run}/hybrid.json")
@@ -128,7 +129,7 @@ def build_hybrid(ds: Dataset, name: str, part, run: Path | None, *, protocol: st
 def build_systems(ds: Dataset, names: list[str], run: Path | None, options,
                   keep_history: bool = False, *, protocol: str = "auto",
                   fit_limit: int | None = None, refit: bool = False,
-                  max_prompt_tokens: int | None = None,
+                  fit_method: str = "softmax", max_prompt_tokens: int | None = None,
                   quantize: str = "none") -> tuple[dict, dict[str, float]]:
     """Build each named system; returns (systems, build seconds per system).
 
@@ -160,7 +161,7 @@ def build_systems(ds: Dataset, names: list[str], run: Path | None, options,
         with console.status(f"building {name} ..."):
             if name in HYBRIDS:
                 built = build_hybrid(ds, name, part, run, protocol=protocol, fit_limit=fit_limit,
-                                     refit=refit)
+                                     refit=refit, fit_method=fit_method)
             elif name in FUSIONS:
                 built = RRFRecommender({k: part(k) for k in FUSIONS[name]}, name=name)
             elif name in TALKPLAY_MODES:
@@ -281,6 +282,9 @@ def evaluate(
                      "(default: the training context minus 64).")] = None,
     refit: Annotated[bool, typer.Option(
         help="talkplay-hybrid: fit the weights again even if RUN/hybrid.json has them.")] = False,
+    fit_method: Annotated[str, typer.Option(
+        help="talkplay-hybrid: how its weights are fit on valid: softmax (listwise likelihood "
+             "of the gold tracks in each pool) or ascent (coordinate ascent on MRR).")] = "softmax",
     quantize: QuantizeOpt = "none",
     reply_guard: Annotated[bool, typer.Option(
         help="--replies: TalkPlay replies may not use the catalog's tag, decade and year words "
@@ -303,6 +307,10 @@ def evaluate(
     unknown = [n for n in names if n not in known]
     if unknown or not names:
         fail(f"unknown system(s) {unknown}; choose from {known}")
+    from talkplay.evaluate.hybrid import FIT_METHODS
+
+    if fit_method not in FIT_METHODS:
+        fail(f"--fit-method must be one of {', '.join(FIT_METHODS)}, got {fit_method!r}")
     try:
         cutoffs = tuple(int(k) for k in ks.split(","))
         if min(cutoffs) < 1:
@@ -316,6 +324,7 @@ def evaluate(
                                   clap_model=clap_model)
         built, build_seconds = build_systems(ds, names, run, options, keep_history,
                                              protocol=protocol, fit_limit=fit_limit, refit=refit,
+                                             fit_method=fit_method,
                                              max_prompt_tokens=max_prompt_tokens,
                                              quantize=quantize)
         with progress_bar(disable=rank != 0) as bar:
