@@ -7,11 +7,12 @@ sampled-softmax losses of retrieval), minus ``l2 * |w|^2``:
 
     L(w) = mean_q log( sum_{i in gold_q} exp(s_qi) / sum_{i in pool_q} exp(s_qi) ) - l2 |w|^2
 
-Unlike coordinate ascent on MRR, this objective is smooth and concave in ``w`` (one optimum,
-found by L-BFGS), it uses every right answer's whole score margin instead of its rank alone,
-and it never rewards weights that leave a ranking to ties, whose order (by catalog row) says
-nothing about the query. Queries whose pool holds no right answer say nothing about the
-weights and are left out.
+Unlike coordinate ascent on MRR, this objective is smooth in ``w`` and, where each pool has
+one right answer, concave (one optimum, found by L-BFGS from zero weights; with several right
+answers it is the log of a sum and L-BFGS finds a local optimum). It uses every right
+answer's whole score margin instead of its rank alone, and it never rewards weights that
+leave a ranking to ties, whose order (by catalog row) says nothing about the query. Queries
+whose pool holds no right answer say nothing about the weights and are left out.
 """
 
 from __future__ import annotations
