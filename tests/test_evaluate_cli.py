@@ -555,8 +555,8 @@ def _bind(fake) -> None:
 
 
 def test_weight_fit_is_at_least_as_good_as_every_start_it_tries():
-    """(method="ascent") Coordinate ascent from several starts: the fit beats equal weights, each component
-    alone and each leave-one-out setting on the data it is fit on."""
+    """(method="ascent") Coordinate ascent from several starts: the fit beats equal weights,
+    each component alone and each leave-one-out setting on the data it is fit on."""
     from types import SimpleNamespace
 
     from talkplay.evaluate.hybrid import (
