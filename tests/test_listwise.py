@@ -60,6 +60,8 @@ def test_listwise_fit_names_what_is_wrong_with_its_input():
         fit_listwise([np.zeros((1, 2)), np.zeros((2, 2))], [np.ones(1, bool), np.ones(1, bool)])
     with pytest.raises(ValueError, match="one width"):
         fit_listwise([np.zeros((1, 2)), np.zeros((1, 3))], [np.ones(1, bool)] * 2)
+    with pytest.raises(ValueError, match="sample_weight must hold 1 finite weights"):
+        fit_listwise([np.zeros((1, 2))], [np.ones(1, bool)], sample_weight=np.ones(3))
     with pytest.raises(ValueError, match="1 feature matrices but 2 gold masks"):
         fit_listwise([np.zeros((1, 2))], [np.ones(1, bool)] * 2)
 

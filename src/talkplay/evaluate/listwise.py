@@ -39,7 +39,8 @@ def fit_listwise(features: list[np.ndarray], gold: list[np.ndarray], *, l2: floa
     Returns:
         float64 [k]; zeros when no query has a right answer in its pool.
     Raises:
-        ValueError: mismatched lengths or widths, or a feature that is not finite.
+        ValueError: mismatched lengths or widths, a feature that is not finite, or bad
+            sample weights.
     """
     if len(features) != len(gold):
         raise ValueError(f"{len(features)} feature matrices but {len(gold)} gold masks")
@@ -48,6 +49,9 @@ def fit_listwise(features: list[np.ndarray], gold: list[np.ndarray], *, l2: floa
         raise ValueError(f"feature matrices must be 2-D with one width, got widths {widths}")
     k = widths.pop() if widths else 0
     weight = np.ones(len(features)) if sample_weight is None else np.asarray(sample_weight, float)
+    if weight.shape != (len(features),) or not np.isfinite(weight).all() or (weight < 0).any():
+        raise ValueError(f"sample_weight must hold {len(features)} finite weights >= 0, got "
+                         f"shape {weight.shape}")
     used = [q for q, (f, g) in enumerate(zip(features, gold, strict=True))
             if len(g) == len(f) and g.any() and weight[q] > 0]
     for q, (f, g) in enumerate(zip(features, gold, strict=True)):
