@@ -61,7 +61,7 @@ from talkplay.data.errors import DataError
 from talkplay.data.schema import Message
 from talkplay.evaluate.fusion import history_key
 from talkplay.evaluate.listwise import fit_listwise
-from talkplay.evaluate.metrics import target_metrics
+from talkplay.evaluate.metrics import collapse_to_clusters, target_metrics
 from talkplay.evaluate.text_scores import TextScorer
 from talkplay.io import write_json
 from talkplay.lm.dense_head import head_checksum, load_dense_head
@@ -545,7 +545,6 @@ def fit_weights(hybrid: HybridRecommender, targets, cluster_of: dict[str, str],
     record: dict = {}
     if method == "softmax":
         w = _listwise_weights(hybrid, pools, targets, cluster_of)
-        best = mrr(w)
     else:
         # Coordinate ascent stops at local optima: start it from equal weights, from each
         # leave-one-out setting (where each ablation starts) and from each component alone.
@@ -558,9 +557,10 @@ def fit_weights(hybrid: HybridRecommender, targets, cluster_of: dict[str, str],
                 w, best = cand, m
         record["starts"] = len(starts)
     hybrid.cfg.weights = w
+    full = metrics(w)  # every candidate scored by the model
+    best = full["mrr"]
     tried = ({m: metrics(w, m) for m in sorted(lm_tops)}
              if any(f in active for f in MODEL_FEATURES) else {})
-    full = metrics(w)
     hybrid.cfg.lm_top = choose_lm_top(tried, full)
     hybrid.cfg.fitted = {"split": "valid", "targets": len(targets), "method": method,
                          "mrr_equal_weights": round(start, 4), "mrr_fitted": round(best, 4),
@@ -580,7 +580,7 @@ def _listwise_weights(hybrid: HybridRecommender, pools: list[Pool], targets,
     cols = [FEATURES.index(f) for f in hybrid.active]
     feats, gold = [], []
     for pool, t in zip(pools, targets, strict=True):
-        want = {cluster_of.get(g, g) for g in t.gold}
+        want = set(collapse_to_clusters(t.gold, cluster_of))
         feats.append(hybrid.effective(pool, None, None)[:, cols])
         gold.append(np.array([cluster_of.get(hybrid.ids[int(r)], hybrid.ids[int(r)]) in want
                               for r in pool.rows], dtype=bool))

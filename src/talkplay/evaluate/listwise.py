@@ -52,13 +52,12 @@ def fit_listwise(features: list[np.ndarray], gold: list[np.ndarray], *, l2: floa
     if weight.shape != (len(features),) or not np.isfinite(weight).all() or (weight < 0).any():
         raise ValueError(f"sample_weight must hold {len(features)} finite weights >= 0, got "
                          f"shape {weight.shape}")
-    used = [q for q, (f, g) in enumerate(zip(features, gold, strict=True))
-            if len(g) == len(f) and g.any() and weight[q] > 0]
     for q, (f, g) in enumerate(zip(features, gold, strict=True)):
         if len(g) != len(f):
             raise ValueError(f"query {q}: {len(f)} candidates but a gold mask of {len(g)}")
         if not np.isfinite(f).all():
             raise ValueError(f"query {q}: its features hold values that are not finite")
+    used = [q for q, g in enumerate(gold) if g.any() and weight[q] > 0]
     if not used or k == 0:
         return np.zeros(k)
     n = max(len(features[q]) for q in used)
