@@ -35,6 +35,12 @@ SHARED: dict[str, tuple[str, tuple[str, ...]]] = {
     "--system": ("serve a baseline instead of a TalkPlay run", ("baseline",)),
     "--port": ("the TCP port of the chat server", ("port",)),
     "--batch-size": ("items per batch of the command's model", ("batch",)),
+    "--device": ("the torch device the command's models run on", ("cpu",)),
+    "--base": ("the pretrained model the command starts from", ("base model", "start from")),
+    "--lr": ("the learning rate of what the command trains", ("learning rate",)),
+    "--decay": ("the dense / text query's weight decay per user turn of age", ("per user turn",)),
+    "--track-weight": ("the query weight of tracks already in the conversation",
+                       ("tracks in the history",)),
     "--quantize": ("the TalkPlay model's weights for inference: none, bf16, int8, int8-reply "
                    "or bf16-int8-reply", ("bf16-int8-reply",)),
 }

@@ -169,3 +169,58 @@ def fit_head_command(
     if not (run / "manifest.json").is_file():
         fail(f"{run}: not a TalkPlay run (expected manifest.json; train one with `talkplay train`)")
     _refit_head(run)
+
+
+@app.command("fit-retriever")
+def fit_retriever_command(
+    data: Annotated[Path, typer.Option("--data", help="Dataset directory with train and valid "
+                                                      "conversations.")],
+    out: Annotated[Path | None, typer.Option(
+        help="Folder to write the fine-tuned encoder to (default DATA/retriever; replaced "
+             "atomically).")] = None,
+    base: Annotated[str, typer.Option(
+        help="Text encoder to start from: minilm or a sentence-transformers name / path.")] = "minilm",
+    max_epochs: Annotated[int, typer.Option(min=1, help="Epochs at most.")] = 6,
+    patience: Annotated[int, typer.Option(
+        min=1, help="Epochs without a validation gain before training stops.")] = 2,
+    lr: Annotated[float, typer.Option(min=0, help="AdamW learning rate of the encoder.")] = 2e-5,
+    batch_size: Annotated[int, typer.Option(min=2, help="Pairs per batch (the negatives).")] = 64,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:1 ...")] = "cpu",
+    decay: Annotated[float, typer.Option(
+        help="Query weight decay per user turn (as `talkplay evaluate --decay`).")] = 0.5,
+    track_weight: Annotated[float, typer.Option(
+        help="Query weight of tracks in the history (as `talkplay evaluate --track-weight`).")] = 0.5,
+) -> None:
+    """Fine-tune the dense retriever's text encoder on the training conversations (a dual
+    encoder, CPCD's strong baseline), keeping the epoch that ranks the valid split best; use
+    it with `talkplay evaluate --text-model DIR` (dense, rrf and the hybrids)."""
+    from talkplay.data.dataset import read_dataset
+    from talkplay.evaluate.baselines.common import BaselineOptions
+    from talkplay.evaluate.baselines.retriever_fit import (
+        FIT_FILE,
+        RetrieverFitConfig,
+        fit_retriever,
+    )
+
+    out = out or data / "retriever"
+    cfg = RetrieverFitConfig(base=base, max_epochs=max_epochs, patience=patience, lr=lr,
+                             batch_size=batch_size, device=device)
+    try:
+        ds = read_dataset(data)
+        with progress_bar() as bar:
+            tasks: dict[int, int] = {}
+
+            def progress(epoch: int, done: int, total: int) -> None:
+                if epoch not in tasks:
+                    tasks[epoch] = bar.add_task(f"epoch {epoch}", total=total)
+                bar.update(tasks[epoch], completed=done)
+
+            rec = fit_retriever(ds, out, cfg, BaselineOptions(decay=decay, track_weight=track_weight),
+                                progress=progress)
+    except (DataError, FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    epochs = ", ".join(f"{e}: {m:.4f}" for e, m in rec["history"])
+    console.print(f"retriever: kept epoch {rec['best_epoch']} (valid MRR of dense alone by epoch: "
+                  f"{epochs}; {rec['pairs']} pairs from {rec['train_targets']} train targets, "
+                  f"{rec['seconds']:.0f} s); {out} ({FIT_FILE} inside). Use it with "
+                  f"`talkplay evaluate --text-model {out}`.")

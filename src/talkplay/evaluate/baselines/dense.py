@@ -2,7 +2,8 @@
 
 The paper's dense baseline embeds the conversation with NV-Embed-v2; offline we default to the
 packaged all-MiniLM-L6-v2 (any sentence-transformers model is accepted). Catalog vectors are
-cached under ``DATA/cache/`` keyed by a fingerprint of the model name and the texts. The query
+cached under ``DATA/cache/`` keyed by a fingerprint of the model (its name, and for a local
+folder its weights: ``talkplay fit-retriever`` writes one) and the texts. The query
 vector is the weighted mean of the unit embeddings of the user turns and of the catalog
 vectors of tracks already in the conversation (weights in ``common``), renormalised.
 """
@@ -23,6 +24,7 @@ from talkplay.evaluate.baselines.encoders import (
     cached_matrix,
     load_text_encoder,
     unit_rows,
+    weights_fingerprint,
 )
 from talkplay.recommend.protocol import Recommendation, ScoredTrack
 
@@ -114,7 +116,7 @@ def build_dense(ds: Dataset, options: BaselineOptions | None = None) -> DenseRec
     texts = [track_text(t) for t in ds.tracks]
     cache = options.cache_dir or (ds.root / "cache" if ds.root else None)
     vectors = cached_matrix(cache, f"dense-{_slug(options.text_model)}",
-                            [options.text_model, *texts], ids, lambda: embed.model.encode(
+                            [weights_fingerprint(options.text_model), *texts], ids, lambda: embed.model.encode(
                                 texts, batch_size=options.batch_size, show_progress_bar=False,
                                 convert_to_numpy=True))
     return DenseRecommender(ids, vectors, embed, options)

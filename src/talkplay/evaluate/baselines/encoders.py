@@ -57,6 +57,34 @@ class TextEmbedder:
         return np.stack([self.memo[t] for t in texts])
 
 
+def weights_fingerprint(name: str) -> str:
+    """What identifies an encoder's vectors: for a local folder (a fine-tuned encoder,
+    ``talkplay fit-retriever``), its name and a sha256 over its weight and config files, since a
+    folder fine-tuned again keeps its name but not its vectors; else the name itself.
+
+    Raises:
+        FileNotFoundError: a folder without weight or config files.
+    """
+    path = Path(name)
+    if not path.is_dir():
+        return name
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES
+                   and not p.name.startswith(NOT_WEIGHTS))
+    if not files:
+        raise FileNotFoundError(f"{path}: not a sentence-transformers folder (no weight or "
+                                "config files)")
+    h = hashlib.sha256()
+    for p in files:
+        h.update(str(p.relative_to(path)).encode("utf-8"))
+        h.update(p.read_bytes())
+    return f"{path.name}-{h.hexdigest()[:16]}"
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json")
+NOT_WEIGHTS = "retriever_fit"
+"""The fit's own record in a fine-tuned folder (``retriever_fit.FIT_FILE``) is not the model."""
+
+
 def fingerprint(*parts: str) -> str:
     """A short sha256 of the parts (model name, texts, ...), for cache keys."""
     h = hashlib.sha256()
