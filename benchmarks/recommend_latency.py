@@ -217,11 +217,13 @@ def measure_hybrid(base, ds, run: Path, bm25, turns: list,
     Returns:
         The rows, and where the hybrid's weights came from with its description.
     """
+    from talkplay.evaluate.baselines import BaselineOptions
     from talkplay.evaluate.hybrid import (
         HYBRID_FILE,
         HybridConfig,
         HybridRecommender,
         build_retrievers,
+        fitted_text_model,
         load_config,
     )
 
@@ -229,13 +231,14 @@ def measure_hybrid(base, ds, run: Path, bm25, turns: list,
     source = (f"weights from {run / HYBRID_FILE}" if cfg else
               f"default HybridConfig() weights (no talkplay-hybrid entry in {run / HYBRID_FILE})")
     cfg = cfg or HybridConfig()
+    options = BaselineOptions(text_model=fitted_text_model(cfg))  # the encoder it was fit with
     beam = talkplay_variant(base, "beam", False, 8)
     hybrids = []
     for top in (cfg.lm_top, *(t for t in dict.fromkeys(lm_tops) if t != cfg.lm_top)):
         name = "talkplay-hybrid" if top == cfg.lm_top else (
             "hybrid, every candidate scored" if top is None else f"hybrid, lm_top {top}")
         hybrids.append(HybridRecommender(talkplay_variant(base, "beam", False, 8),
-                                         build_retrievers(ds), replace(cfg, lm_top=top),
+                                         build_retrievers(ds, options), replace(cfg, lm_top=top),
                                          name=name, shared=None, tracks=ds.tracks))
     for rec in (beam, *hybrids):
         rec.recommend(turns[0].history, k=10)  # warm-up, then cold caches

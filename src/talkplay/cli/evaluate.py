@@ -73,8 +73,10 @@ _COLD_GAP_SHOWN: set[str] = set()
 
 
 def build_hybrid(ds: Dataset, name: str, part, run: Path | None, *, protocol: str,
-                 fit_limit: int | None, refit: bool, fit_method: str = "softmax"):
-    """A hybrid system with weights from RUN/hybrid.json, or fit now on the valid split."""
+                 fit_limit: int | None, refit: bool, fit_method: str = "softmax",
+                 text_model: str = "minilm"):
+    """A hybrid system with weights from RUN/hybrid.json, or fit now on the valid split
+    (``text_model``: the dense retriever's encoder, recorded with the weights)."""
     from talkplay.evaluate.hybrid import (
         HYBRID_RETRIEVERS,
         HybridConfig,
@@ -89,10 +91,9 @@ def build_hybrid(ds: Dataset, name: str, part, run: Path | None, *, protocol: st
     if run is None:
         raise DataError(f"system {name!r} needs --run RUN (a fine-tuned run directory)")
     try:
-        cfg = None if refit else load_config(run, name)
-    except StaleFit as e:  # the run was trained again since the fit: fit anew
-        console.print(f"[bold yellow]note:[/] {name}: the weights in {e.file} were fit on other "
-                      "model weights than the run has now (trained again since); fitting anew")
+        cfg = None if refit else load_config(run, name, text_model)
+    except StaleFit as e:  # the run, its head or the dense encoder changed since: fit anew
+        console.print(f"[bold yellow]note:[/] {e.reason.split(';')[0]}; fitting anew")
         cfg = None
     fresh = cfg is None
     cfg = cfg or HybridConfig(without=list(HYBRIDS[name]))
@@ -114,7 +115,7 @@ def build_hybrid(ds: Dataset, name: str, part, run: Path | None, *, protocol: st
                                 total=len(targets))
             fit_weights(hybrid, targets, cluster_map(ds), method=fit_method,
                         progress=lambda done, total: bar.update(task, completed=done))
-        save_config(run, name, hybrid.cfg)
+        save_config(run, name, hybrid.cfg, text_model)
         fitted, top = hybrid.cfg.fitted, hybrid.cfg.lm_top
         scores = "every candidate" if top is None else f"the beam's and the {top} best others"
         console.print(f"{name}: weights {hybrid.cfg.weights} fit on the valid split "
@@ -161,7 +162,8 @@ def build_systems(ds: Dataset, names: list[str], run: Path | None, options,
         with console.status(f"building {name} ..."):
             if name in HYBRIDS:
                 built = build_hybrid(ds, name, part, run, protocol=protocol, fit_limit=fit_limit,
-                                     refit=refit, fit_method=fit_method)
+                                     refit=refit, fit_method=fit_method,
+                                     text_model=options.text_model)
             elif name in FUSIONS:
                 built = RRFRecommender({k: part(k) for k in FUSIONS[name]}, name=name)
             elif name in TALKPLAY_MODES:
@@ -268,7 +270,8 @@ def evaluate(
     ks: Annotated[str, typer.Option(help="Hit@K cut-offs, comma-separated.")] = KS,
     split: Annotated[str, typer.Option(help="Conversation split to evaluate.")] = "test",
     text_model: Annotated[str, typer.Option(
-        help="Text encoder of dense / tagclap: minilm or a sentence-transformers name.")] = "minilm",
+        help="Text encoder of dense / tagclap (and the hybrids' dense retriever): minilm, a "
+             "sentence-transformers name, or a folder from `talkplay fit-retriever`.")] = "minilm",
     clap_model: Annotated[str, typer.Option(
         help="tagclap (offline substitute) or a transformers ClapModel name/path.")] = "tagclap",
     decay: Annotated[float, typer.Option(help="Query weight decay per user turn of age.")] = 0.5,

@@ -79,6 +79,8 @@ SOURCES: tuple[str, ...] = ("beam", "bm25", "dense", "cooc", "head", "named")
 """Where pool candidates come from."""
 HYBRID_RETRIEVERS: tuple[str, ...] = ("bm25", "dense", "cooc", "named")
 """The retrieval components a hybrid is built with (``retrievers`` keys)."""
+DEFAULT_TEXT_MODEL = "minilm"
+"""The dense retriever's encoder when none is recorded (``BaselineOptions.text_model``)."""
 HYBRID_FILE = "hybrid.json"
 
 BEAM_DEPTH = 200
@@ -604,29 +606,49 @@ def run_weights(run: str | Path) -> list[str] | None:
 
 
 class StaleFit(DataError):
-    """RUN/hybrid.json holds weights fit on other model weights than the run's (retrained)."""
+    """RUN/hybrid.json holds weights fit on other model weights than the run's (retrained),
+    another dense head, or another dense retriever encoder than the one asked for."""
 
 
-def save_config(run: str | Path, name: str, cfg: HybridConfig) -> None:
+def save_config(run: str | Path, name: str, cfg: HybridConfig,
+                text_model: str = DEFAULT_TEXT_MODEL) -> None:
     """Store ``cfg`` under ``name`` in RUN/hybrid.json (other systems' entries are kept),
     with the checksums of the model weights and the dense head it was fit on
-    (``fitted["weights_sha256"]``, ``fitted["head_sha256"]``)."""
+    (``fitted["weights_sha256"]``, ``fitted["head_sha256"]``) and the dense retriever's text
+    encoder (``fitted["text_model"]``, an absolute path for a local folder, and
+    ``fitted["text_model_id"]``, ``encoders.weights_fingerprint``)."""
+    from talkplay.evaluate.baselines.encoders import weights_fingerprint
+
     path = Path(run) / HYBRID_FILE
     data = json.loads(path.read_text()) if path.exists() else {}
     entry = asdict(cfg)
     entry["fitted"]["weights_sha256"] = run_weights(run)
     entry["fitted"]["head_sha256"] = head_checksum(run)
+    local = Path(text_model).is_dir()
+    entry["fitted"]["text_model"] = str(Path(text_model).resolve()) if local else text_model
+    entry["fitted"]["text_model_id"] = weights_fingerprint(text_model)
     data[name] = entry
     write_json(path, data)
 
 
-def load_config(run: str | Path, name: str) -> HybridConfig | None:
+def fitted_text_model(cfg: HybridConfig) -> str:
+    """The dense retriever's text encoder ``cfg`` was fit with (entries saved before it was
+    recorded were fit with the default)."""
+    return cfg.fitted.get("text_model", DEFAULT_TEXT_MODEL)
+
+
+def load_config(run: str | Path, name: str, text_model: str | None = None) -> HybridConfig | None:
     """The saved config of system ``name`` in RUN/hybrid.json, or None.
 
+    Args:
+        text_model: the dense retriever's encoder the caller ranks with; None: the one the
+            weights were fit with (``fitted_text_model``), checked to be unchanged.
     Raises:
         StaleFit: the weights were fit on model weights the run no longer has (it was
             trained further or again since), or with a dense head it no longer has (``talkplay
-            fit-head`` since), so they would rank with another model's scale.
+            fit-head`` since), or with another dense retriever (``talkplay fit-retriever``
+            since, or ``--text-model`` changed), so they would rank with another model's scale.
+        DataError: the fine-tuned encoder the weights were fit with is gone.
     """
     path = Path(run) / HYBRID_FILE
     if not path.exists():
@@ -645,6 +667,20 @@ def load_config(run: str | Path, name: str) -> HybridConfig | None:
         raise StaleFit(f"{name}: its weights were fit with another dense head than the run has "
                        f"now (refit since: RUN/head_fit.json); refit them with `talkplay "
                        f"evaluate --run {run} --systems {name} --refit`", file=str(path))
+    from talkplay.evaluate.baselines.encoders import weights_fingerprint
+
+    fitted = entry.get("fitted", {})
+    fit_with = fitted.get("text_model", DEFAULT_TEXT_MODEL)
+    fit_id = fitted.get("text_model_id", fit_with)
+    use = fit_with if text_model is None else text_model
+    if text_model is None and Path(fit_with).is_absolute() and not Path(fit_with).exists():
+        raise DataError(f"{name}: its weights were fit with the text encoder {fit_with}, which "
+                        "is gone; refit them with `talkplay evaluate --refit`", file=str(path))
+    if weights_fingerprint(use) != fit_id:
+        raise StaleFit(f"{name}: its weights were fit with the dense retriever's encoder "
+                       f"{fit_with} ({fit_id}), not {use} ({weights_fingerprint(use)}); refit "
+                       f"them with `talkplay evaluate --run {run} --systems {name} --text-model "
+                       f"{use} --refit`", file=str(path))
     cfg = HybridConfig(**entry)
     # A component newer than the fit (no weight saved for it) stays out, so a saved hybrid
     # ranks as it did when it was fit.

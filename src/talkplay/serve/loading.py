@@ -72,10 +72,12 @@ def load_recommender(run: Path | None = None, system: str | None = None,
 def _load_hybrid(run: Path | None, system: str, data: Path | None,
                  quantize: str = "none") -> tuple[Recommender, Dataset]:
     """The hybrid of ``run`` with its saved weights and the baselines over the run's dataset."""
+    from talkplay.evaluate.baselines import BaselineOptions
     from talkplay.evaluate.hybrid import (
         HYBRID_FILE,
         HybridRecommender,
         build_retrievers,
+        fitted_text_model,
         load_config,
     )
     from talkplay.recommend.recommender import load_talkplay
@@ -88,5 +90,7 @@ def _load_hybrid(run: Path | None, system: str, data: Path | None,
                         f"`talkplay evaluate --run {run} --systems {system} ...` first",
                         file=str(Path(run) / HYBRID_FILE))
     ds = read_dataset(data if data is not None else run_data_dir(run))
-    return HybridRecommender(load_talkplay(run, quantize=quantize), build_retrievers(ds), cfg,
+    # The dense retriever the weights were fit with (a fine-tuned encoder, if it was one).
+    options = BaselineOptions(text_model=fitted_text_model(cfg))
+    return HybridRecommender(load_talkplay(run, quantize=quantize), build_retrievers(ds, options), cfg,
                              name=system, tracks=ds.tracks), ds
