@@ -44,7 +44,8 @@ FIT_FILE = "retriever_fit.json"
 
 @dataclass
 class RetrieverFitConfig:
-    """How ``fit_retriever`` trains (defaults: the values used for the CPCD run)."""
+    """How ``fit_retriever`` trains (the CPCD run used these defaults with ``max_epochs`` 3,
+    chosen on its valid curve: 0.3017 / 0.3480 / 0.3969 / 0.4018, then 0.3786)."""
 
     base: str = "minilm"
     """The encoder to start from: "minilm" (packaged) or a sentence-transformers name / path."""
