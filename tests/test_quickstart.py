@@ -9,12 +9,18 @@ import pytest
 from typer.testing import CliRunner
 
 from talkplay.cli import app
-from talkplay.cli.quickstart import QUICKSTART_SETTINGS, recorded_stage_args, serve_args
+from talkplay.cli.quickstart import (
+    QUICKSTART_SETTINGS,
+    _invoke,
+    recorded_stage_args,
+    same_args,
+    serve_args,
+)
 from talkplay.io import write_json
 
 
 @pytest.mark.slow
-def test_quickstart_tiny_runs_every_stage_then_reuses_them(tmp_path):
+def test_quickstart_tiny_runs_every_stage_then_reuses_them(tmp_path, monkeypatch):
     work = tmp_path / "qs"
     runner = CliRunner()
     first = runner.invoke(app, ["quickstart", "--profile", "tiny", "--work", str(work), "--no-serve"])
@@ -59,6 +65,15 @@ def test_quickstart_tiny_runs_every_stage_then_reuses_them(tmp_path):
     assert stages["evaluate"] > 0 and stages["train"] == 0.0, stages
     assert json.loads((work / "results" / "results.json").read_text())["limit"] == 2
 
+    # The same workspace spelled relative to the current directory is still up to date.
+    monkeypatch.chdir(tmp_path)
+    fourth = runner.invoke(app, ["quickstart", "--profile", "tiny", "--work", "qs", "--no-serve",
+                                 "--eval-limit", "2"])
+    assert fourth.exit_code == 0, fourth.output
+    stages = json.loads((work / "quickstart.json").read_text())["stages_s"]
+    assert all(stages[s] == 0.0 for s in ("world", "conversations", "tokenize", "train",
+                                          "evaluate")), stages
+
 
 def test_quickstart_rejects_unknown_profile_and_bad_limit(tmp_path):
     out = CliRunner().invoke(app, ["quickstart", "--profile", "huge", "--work", str(tmp_path)])
@@ -92,3 +107,20 @@ def test_the_served_chat_writes_replies_with_an_int8_copy_on_cpu(monkeypatch):
     assert serve_args(Path("w/run"), 8000)[-2:] == ["--quantize", "bf16-int8-reply"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # int8 is CPU only
     assert "--quantize" not in serve_args(Path("w/run"), 8000)
+
+
+def test_a_stage_that_fails_fails_the_quickstart(tmp_path):
+    """A command that fails returns its exit code when run in-process; the quickstart must not
+    take it for done (it once went on past `data synth` refusing to overwrite a dataset)."""
+    with pytest.raises(RuntimeError, match="exited with code 2"):
+        _invoke(["tokenize", "--data", str(tmp_path / "no-such-dataset")])
+    _invoke(["data", "synth", "--help"])  # a command that succeeds raises nothing
+
+
+def test_stage_arguments_compare_paths_resolved(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rel = ["data", "synth", "--out", "work/world", "--tracks", "2000"]
+    assert same_args(rel, ["data", "synth", "--out", str(tmp_path / "work" / "world"), "--tracks",
+                           "2000"])
+    assert not same_args(rel, ["data", "synth", "--out", "work/world", "--tracks", "500"])
+    assert not same_args(rel, ["data", "synth", "--out", "other/world", "--tracks", "2000"])

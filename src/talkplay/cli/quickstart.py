@@ -9,6 +9,7 @@ Stage timings and peak memory go to ``WORK/quickstart.json``.
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -94,11 +95,24 @@ def recorded_stage_args(record: Path) -> dict[str, list[str]]:
     return {name: [RENAMED_OPTIONS.get(a, a) for a in args] for name, args in stages.items()}
 
 
+def same_args(a: list[str], b: list[str]) -> bool:
+    """Stage arguments equal once paths are compared resolved ("talkplay-work/world" and
+    "/home/me/talkplay-work/world" are the same workspace; relative to the current directory)."""
+    def norm(args: list[str]) -> list[str]:
+        return [str(Path(x).resolve()) if not x.startswith("-") and os.sep in x else x
+                for x in args]
+    return norm(a) == norm(b)
+
+
 def _invoke(args: list[str]) -> None:
     """Run one ``talkplay`` command in this process; raise on a non-zero exit."""
     command = typer.main.get_command(app)
     try:
-        command.main(args, prog_name="talkplay", standalone_mode=False)
+        # Without standalone mode a command that fails (``fail`` -> exit 2) returns its exit
+        # code instead of raising: a stage that failed must not pass for done.
+        rc = command.main(args, prog_name="talkplay", standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            raise RuntimeError(f"`talkplay {' '.join(args)}` exited with code {rc}")
     except click.exceptions.Exit as e:
         if e.exit_code:
             raise RuntimeError(f"`talkplay {' '.join(args)}` exited with code {e.exit_code}") from e
@@ -148,7 +162,7 @@ def quickstart(
 
     def stage(name: str, done: Callable[[], bool], args: list[str]) -> None:
         stage_args[name] = args
-        if done() and before.get(name, args) == args:
+        if done() and same_args(before.get(name, args), args):
             console.rule(f"[bold]{name}[/]: up to date, skipped")
             timings[name] = 0.0
             return
