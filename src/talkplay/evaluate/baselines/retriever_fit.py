@@ -119,7 +119,8 @@ def valid_mrr(model, ds, targets, cluster_of, options: BaselineOptions, batch_si
 
 
 def _batches(pairs: list[Pair], cfg: RetrieverFitConfig, rng: random.Random):
-    """(anchors, positives, gold sets) per batch for one epoch, shuffled."""
+    """One epoch of batches, shuffled: each a list of (pair, the gold track id drawn as its
+    positive), ``cfg.positives`` draws per pair."""
     rows = [(p, rng.choice(p.gold)) for p in pairs for _ in range(cfg.positives)]
     rng.shuffle(rows)
     for i in range(0, len(rows), cfg.batch_size):
