@@ -109,3 +109,16 @@ def progress_bar(*extra: ProgressColumn, remaining: bool = True, transient: bool
     if remaining:
         columns.append(TimeRemainingColumn())
     return Progress(*columns, *extra, console=console, transient=transient, disable=disable)
+
+
+def task_per_key(bar: Progress, label=str):
+    """A ``progress(key, done, total)`` callback that gives each key its own task on ``bar``,
+    described by ``label(key)`` (the key itself by default)."""
+    tasks: dict = {}
+
+    def progress(key, done: int, total: int) -> None:
+        if key not in tasks:
+            tasks[key] = bar.add_task(label(key), total=total)
+        bar.update(tasks[key], completed=done)
+
+    return progress

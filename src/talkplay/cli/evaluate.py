@@ -10,7 +10,15 @@ from typing import Annotated
 import typer
 from rich.markdown import Markdown
 
-from talkplay.cli.app import QuantizeOpt, app, console, fail, progress_bar, quiet_libraries
+from talkplay.cli.app import (
+    QuantizeOpt,
+    app,
+    console,
+    fail,
+    progress_bar,
+    quiet_libraries,
+    task_per_key,
+)
 from talkplay.data.dataset import Dataset, read_dataset
 from talkplay.data.errors import DataError
 from talkplay.io import MANIFEST, atomic_path, make_manifest, write_json
@@ -331,15 +339,8 @@ def evaluate(
                                              max_prompt_tokens=max_prompt_tokens,
                                              quantize=quantize)
         with progress_bar(disable=rank != 0) as bar:
-            tasks: dict[str, int] = {}
-
-            def progress(name: str, done: int, total: int) -> None:
-                if name not in tasks:
-                    tasks[name] = bar.add_task(name, total=total)
-                bar.update(tasks[name], completed=done)
-
             results = run_evaluate(ds, built, protocol=protocol, ks=cutoffs, limit=limit,
-                                   out_dir=out, progress=progress, split=split,
+                                   out_dir=out, progress=task_per_key(bar), split=split,
                                    exclude_history=not keep_history,
                                    system_info={n: {"build_seconds": s}
                                                 for n, s in build_seconds.items()})

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.progress import TextColumn
 
-from talkplay.cli.app import app, console, fail, progress_bar
+from talkplay.cli.app import app, console, fail, progress_bar, task_per_key
 from talkplay.config import profile as get_profile
 from talkplay.data.errors import DataError
 
@@ -140,15 +140,9 @@ def _refit_head(run: Path) -> None:
     from talkplay.evaluate.head_fit import refit_run_head
 
     with progress_bar() as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(f"dense head: {stage} states", total=total)
-            bar.update(tasks[stage], completed=done)
-
         try:
-            rec = refit_run_head(run, progress=progress)
+            rec = refit_run_head(run, progress=task_per_key(
+                bar, lambda stage: f"dense head: {stage} states"))
         except (DataError, FileNotFoundError, ValueError) as e:
             fail(str(e))
     if rec is None:
@@ -208,15 +202,8 @@ def fit_retriever_command(
     try:
         ds = read_dataset(data)
         with progress_bar() as bar:
-            tasks: dict[int, int] = {}
-
-            def progress(epoch: int, done: int, total: int) -> None:
-                if epoch not in tasks:
-                    tasks[epoch] = bar.add_task(f"epoch {epoch}", total=total)
-                bar.update(tasks[epoch], completed=done)
-
             rec = fit_retriever(ds, out, cfg, BaselineOptions(decay=decay, track_weight=track_weight),
-                                progress=progress)
+                                progress=task_per_key(bar, lambda epoch: f"epoch {epoch}"))
     except (DataError, FileNotFoundError, ValueError) as e:
         fail(str(e))
     epochs = ", ".join(f"{e}: {m:.4f}" for e, m in rec["history"])

@@ -669,19 +669,19 @@ def load_config(run: str | Path, name: str, text_model: str | None = None) -> Hy
                        f"evaluate --run {run} --systems {name} --refit`", file=str(path))
     from talkplay.evaluate.baselines.encoders import weights_fingerprint
 
-    fitted = entry.get("fitted", {})
-    fit_with = fitted.get("text_model", DEFAULT_TEXT_MODEL)
-    fit_id = fitted.get("text_model_id", fit_with)
+    cfg = HybridConfig(**entry)
+    fit_with = fitted_text_model(cfg)
+    fit_id = cfg.fitted.get("text_model_id", fit_with)
     use = fit_with if text_model is None else text_model
     if text_model is None and Path(fit_with).is_absolute() and not Path(fit_with).exists():
         raise DataError(f"{name}: its weights were fit with the text encoder {fit_with}, which "
                         "is gone; refit them with `talkplay evaluate --refit`", file=str(path))
-    if weights_fingerprint(use) != fit_id:
+    use_id = weights_fingerprint(use)
+    if use_id != fit_id:
         raise StaleFit(f"{name}: its weights were fit with the dense retriever's encoder "
-                       f"{fit_with} ({fit_id}), not {use} ({weights_fingerprint(use)}); refit "
-                       f"them with `talkplay evaluate --run {run} --systems {name} --text-model "
-                       f"{use} --refit`", file=str(path))
-    cfg = HybridConfig(**entry)
+                       f"{fit_with} ({fit_id}), not {use} ({use_id}); refit them with `talkplay "
+                       f"evaluate --run {run} --systems {name} --text-model {use} --refit`",
+                       file=str(path))
     # A component newer than the fit (no weight saved for it) stays out, so a saved hybrid
     # ranks as it did when it was fit.
     cfg.without += [f for f in FEATURES if f not in cfg.weights and f not in cfg.without]
