@@ -10,11 +10,16 @@ from typer.testing import CliRunner
 
 from talkplay.cli import app
 from talkplay.cli.quickstart import (
+    MIN_TRAIN_MINUTES,
     QUICKSTART_SETTINGS,
+    TRAIN_OVERHEAD_S,
     _invoke,
+    eval_estimate,
+    model_conversations,
     recorded_stage_args,
     same_args,
     serve_args,
+    train_minutes,
 )
 from talkplay.io import write_json
 
@@ -48,8 +53,18 @@ def test_quickstart_tiny_runs_every_stage_then_reuses_them(tmp_path, monkeypatch
     hybrid = json.loads((work / "run" / "hybrid.json").read_text())["talkplay-hybrid"]
     assert hybrid["fitted"]["split"] == "valid"
     assert serve_args(work / "run", 8000)[5:7] == ["--system", "talkplay-hybrid"]
+    # Training ran for what the whole quickstart's --budget left (the tiny profile's 6 steps
+    # end it long before), and the record keeps the cap so that a rerun does not retrain.
+    plan = summary["plan"]
+    assert plan["probe_s"] > 0 and plan["eval_estimate_s"] >= 0
+    assert 0 < plan["train_minutes"] <= 18.0
+    trained = json.loads((work / "run" / "config.json").read_text())["train"]
+    assert trained["max_minutes"] == plan["train_minutes"]
+    assert summary["stage_args"]["train"][summary["stage_args"]["train"].index("--max-minutes") + 1] == "18.0"
+    assert summary["wall_s"] >= summary["total_s"] > 0
 
-    again = runner.invoke(app, ["quickstart", "--profile", "tiny", "--work", str(work), "--no-serve"])
+    again = runner.invoke(app, ["quickstart", "--profile", "tiny", "--work", str(work), "--no-serve",
+                                "--budget", "5"])
     assert again.exit_code == 0, again.output
     stages = json.loads((work / "quickstart.json").read_text())["stages_s"]
     # Everything but the (fingerprint-cached, seconds-long) embed stage is skipped.
@@ -81,6 +96,30 @@ def test_quickstart_rejects_unknown_profile_and_bad_limit(tmp_path):
     out = CliRunner().invoke(app, ["quickstart", "--profile", "tiny", "--eval-limit", "0",
                                    "--work", str(tmp_path)])
     assert out.exit_code == 2 and "--eval-limit must be at least 1" in out.output
+    out = CliRunner().invoke(app, ["quickstart", "--profile", "tiny", "--budget", "-1",
+                                   "--work", str(tmp_path)])
+    assert out.exit_code == 2 and "--budget must be 0" in out.output
+
+
+def test_training_gets_what_the_budget_leaves():
+    # Plenty of time: the cap. No bound: the cap.
+    assert train_minutes(18.0, 60.0, spent_s=300, eval_s=500) == 18.0
+    assert train_minutes(18.0, None, spent_s=10_000, eval_s=10_000) == 18.0
+    # 28 minutes less 5 spent, 9 for the evaluation and the train stage's own overhead.
+    left = (28 * 60 - 300 - 540 - TRAIN_OVERHEAD_S) / 60
+    assert train_minutes(18.0, 28.0, spent_s=300, eval_s=540) == round(left, 1) < 18.0
+    # A slower machine (more spent, a longer evaluation) trains less.
+    assert train_minutes(18.0, 28.0, spent_s=400, eval_s=700) < train_minutes(18.0, 28.0, 300, 540)
+    # Nothing left: the floor, never zero or negative.
+    assert train_minutes(18.0, 5.0, spent_s=600, eval_s=600) == MIN_TRAIN_MINUTES
+
+
+def test_the_evaluation_estimate_follows_the_work_and_the_machine():
+    small = QUICKSTART_SETTINGS["small"]
+    # The hybrid's fit on the valid conversations, then each test one for hybrid and beam.
+    assert model_conversations(small, 20) == small["fit_limit"] + 2 * 20
+    assert eval_estimate(small, 40, 0.1) > eval_estimate(small, 20, 0.1) > 0
+    assert eval_estimate(small, 20, 0.2) == pytest.approx(2 * eval_estimate(small, 20, 0.1))
 
 
 def test_a_workspace_recorded_with_old_option_names_is_still_up_to_date(tmp_path):
