@@ -107,23 +107,26 @@ def serve_args(run: Path, port: int) -> list[str]:
 
 def probe_seconds(profile_name: str) -> float:
     """Seconds one no-grad forward of the profile's base model over ``PROBE_SHAPE`` tokens
-    takes on this machine (best of three after a warm-up, float32 as the evaluation runs it):
-    the unit ``eval_estimate`` counts in, so that a slower CPU reserves more time."""
+    takes here (best of three after a warm-up; float32, on the device the evaluation uses):
+    the unit ``eval_estimate`` counts in, so that a slower machine reserves more time."""
     import torch
 
     from talkplay.config import profile
     from talkplay.lm.base import load_base
 
     quiet_libraries()  # no weight-loading bar in the middle of the stages' output
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where the evaluation runs it
     model, _ = load_base(profile(profile_name).model)
-    model.eval()
+    model.to(device).eval()
     ids = torch.randint(0, model.config.vocab_size, PROBE_SHAPE,
-                        generator=torch.Generator().manual_seed(0))
+                        generator=torch.Generator().manual_seed(0)).to(device)
     best = float("inf")
     with torch.no_grad():
         for i in range(4):
             started = time.perf_counter()
             model(input_ids=ids)
+            if device == "cuda":
+                torch.cuda.synchronize()
             if i:  # the first call warms up the allocator and kernels
                 best = min(best, time.perf_counter() - started)
     return best
