@@ -91,6 +91,15 @@ def test_quickstart_tiny_runs_every_stage_then_reuses_them(tmp_path, monkeypatch
     assert all(stages[s] == 0.0 for s in ("world", "conversations", "tokenize", "train",
                                           "evaluate")), stages
 
+    # A budget already spent: training gets its floor and the run says it will overrun.
+    fifth = runner.invoke(app, ["quickstart", "--profile", "tiny", "--work", "qs", "--no-serve",
+                                "--eval-limit", "2", "--minutes", "17", "--budget", "0.01"])
+    assert fifth.exit_code == 0, fifth.output
+    assert "leaves no time to train" in fifth.output
+    summary = json.loads((work / "quickstart.json").read_text())
+    assert summary["stages_s"]["train"] > 0 and summary["plan"]["train_minutes"] == MIN_TRAIN_MINUTES
+    assert json.loads((work / "run" / "config.json").read_text())["train"]["max_minutes"] == 2.0
+
 
 def test_quickstart_rejects_unknown_profile_and_bad_limit(tmp_path):
     out = CliRunner().invoke(app, ["quickstart", "--profile", "huge", "--work", str(tmp_path)])
