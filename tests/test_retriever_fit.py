@@ -68,26 +68,50 @@ def test_the_fit_learns_what_the_base_encoder_cannot_and_keeps_the_best_epoch(tm
     assert {s.track_id for s in top.tracks} == {f"yibbeck{i}" for i in range(3)}
 
 
-def test_an_interrupted_fit_leaves_the_best_encoder_so_far(tmp_path, monkeypatch):
+def _interrupt_at_validation(monkeypatch, n: int):
+    """Make the fit's ``n``-th ranking of the valid split (the base's is the first) raise
+    KeyboardInterrupt, as a user's Ctrl-C would."""
     from talkplay.evaluate.baselines import retriever_fit
 
-    ds = _world(tmp_path, n_train=2, n_valid=1)
     calls = []
     real = retriever_fit.valid_mrr
 
-    def stop_after_the_first_epoch(*args):
+    def interrupted(*args):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == n:
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(retriever_fit, "valid_mrr", stop_after_the_first_epoch)
+    monkeypatch.setattr(retriever_fit, "valid_mrr", interrupted)
+    return retriever_fit
+
+
+def test_an_interrupted_fit_leaves_the_best_encoder_so_far(tmp_path, monkeypatch):
+    ds = _world(tmp_path, n_train=2, n_valid=1)
+    _interrupt_at_validation(monkeypatch, 2)  # after the first epoch
     with pytest.raises(KeyboardInterrupt):
         fit_retriever(ds, tmp_path / "out", RetrieverFitConfig(max_epochs=3, batch_size=4))
     saved = json.loads((tmp_path / "out" / FIT_FILE).read_text())
     assert saved["finished"] is False and saved["best_epoch"] == 0
     assert load_text_encoder(str(tmp_path / "out")) is not None  # a whole, loadable folder
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_an_epoch_without_a_gain_is_on_record_before_the_fit_ends(tmp_path, monkeypatch,
+                                                                   caplog):
+    ds = _world(tmp_path, n_train=4, n_valid=1)
+    retriever_fit = _interrupt_at_validation(monkeypatch, 3)  # after the second epoch
+    monkeypatch.setattr(retriever_fit, "LOG_EVERY", 1)
+    # lr 0: the first epoch cannot beat the base encoder, so the folder keeps epoch 0.
+    with caplog.at_level("INFO", logger=retriever_fit.__name__), \
+            pytest.raises(KeyboardInterrupt):
+        fit_retriever(ds, tmp_path / "out",
+                      RetrieverFitConfig(max_epochs=3, patience=3, lr=0.0, batch_size=4))
+    saved = json.loads((tmp_path / "out" / FIT_FILE).read_text())
+    assert saved["finished"] is False and saved["best_epoch"] == 0
+    assert [e for e, _ in saved["history"]] == [0, 1] and len(saved["train_loss"]) == 1
+    progress = [r.getMessage() for r in caplog.records if "batch 1/" in r.getMessage()]
+    assert progress and "s a batch" in progress[0] and "left in the epoch" in progress[0]
 
 
 def test_pairs_come_from_train_only_and_each_anchor_once_per_conversation():

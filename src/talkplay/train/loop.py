@@ -443,7 +443,6 @@ def fit(s: Setup, report: Callable[[dict], None] | None = None) -> dict:
         grad_norm = acc.clip_grad_norm_(_trained(s), tc.clip_grad) if tc.clip_grad else None
         lr = s.scheduler.get_last_lr()[0]  # the rate this step uses
         s.optimizer.step()
-        s.scheduler.step()
         s.optimizer.zero_grad(set_to_none=True)
         s.step += 1
 
@@ -469,6 +468,10 @@ def fit(s: Setup, report: Callable[[dict], None] | None = None) -> dict:
         spent = elapsed / (60 * tc.max_minutes) if tc.max_minutes else 0.0
         if s.clock is not None:
             s.clock["time_frac"] = min(1.0, spent)
+        # After the clock: the next step's rate follows the budget spent by this one (stepped
+        # before the clock, it lagged two steps, and a run whose last steps were slow ended
+        # far above the low end of its schedule).
+        s.scheduler.step()
         out_of_time = spent >= 1.0
         final = s.step >= tc.max_steps or out_of_time
         if s.step % tc.eval_every == 0 or final:

@@ -40,6 +40,9 @@ from talkplay.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 FIT_FILE = "retriever_fit.json"
+LOG_EVERY = 25
+"""Batches between two progress lines in the log (the progress bar is off when the output is
+not a terminal, and an epoch on a large dataset takes tens of minutes on a CPU)."""
 
 
 @dataclass
@@ -208,6 +211,7 @@ def fit_retriever(ds, out: str | Path, cfg: RetrieverFitConfig | None = None,
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
         total, batches = 0.0, 0
+        started = time.perf_counter()
         for n, chunk in enumerate(_batches(pairs, cfg, rng)):
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * min(1.0, (step + 1) / warm)
@@ -229,6 +233,11 @@ def fit_retriever(ds, out: str | Path, cfg: RetrieverFitConfig | None = None,
             total, batches = total + loss.item(), batches + 1
             if progress:
                 progress(epoch, n + 1, steps_per_epoch)
+            if batches % LOG_EVERY == 0 and batches < steps_per_epoch:
+                per = (time.perf_counter() - started) / batches
+                log.info("retriever: epoch %d batch %d/%d, loss %.3f, %.2f s a batch, about "
+                         "%.0f s left in the epoch", epoch, batches, steps_per_epoch,
+                         total / batches, per, per * (steps_per_epoch - batches))
         m = valid_mrr(model, ds, valid, clusters, options, cfg.batch_size)
         history.append((epoch, round(m, 4)))
         losses.append(round(total / max(batches, 1), 4))
@@ -236,7 +245,8 @@ def fit_retriever(ds, out: str | Path, cfg: RetrieverFitConfig | None = None,
         if m > best + 1e-9:
             best, best_epoch, since = m, epoch, 0
             save_best()
-        else:
+        else:  # the folder keeps the best encoder; its record gains this epoch at once
+            write_json(Path(out) / FIT_FILE, record(False))
             since += 1
             if since >= cfg.patience:
                 break
